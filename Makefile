@@ -1,0 +1,37 @@
+# Top-level tasks. `make demo` and `make test` are the two set-up commands in README.md.
+GO        ?= go
+BIN       := bin
+FUZZTIME  ?= 10s
+PKGS      := ./...
+
+.PHONY: all build demo test unit fuzz lint bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+demo: build
+	./scripts/demo.sh
+
+# The whole suite: vet, unit and end-to-end tests, bounded fuzzing.
+test: build lint unit fuzz
+
+unit:
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+lint:
+	$(GO) vet $(PKGS)
+	@if command -v staticcheck >/dev/null 2>&1; then staticcheck $(PKGS); \
+	 else $(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS); fi
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+# Each fuzz target runs for FUZZTIME; the list is kept in scripts/fuzz-targets.
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./bench/...
+
+clean:
+	rm -rf $(BIN)
