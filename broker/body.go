@@ -1,0 +1,123 @@
+package broker
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+)
+
+// decodeBody parses a JSON body into v and reports errors the way serde_json words them,
+// since upstream sends that text as the 422 message.
+func decodeBody(body []byte, v any) *Error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		return Unprocessable(serdeMessage(body, err))
+	}
+	// serde rejects anything but whitespace after the value.
+	if off := dec.InputOffset(); len(bytes.TrimSpace(body[off:])) != 0 {
+		line, col := position(body, int(off)+len(body[off:])-len(bytes.TrimLeft(body[off:], " \t\r\n"))+1)
+		return Unprocessable(fmt.Sprintf("trailing characters at line %d column %d", line, col))
+	}
+	if field := missingField(v); field != "" {
+		line, col := position(body, len(body))
+		return Unprocessable(fmt.Sprintf("missing field `%s` at line %d column %d", field, line, col))
+	}
+	return nil
+}
+
+func serdeMessage(body []byte, err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case len(bytes.TrimSpace(body)) == 0:
+		line, col := position(body, len(body))
+		return fmt.Sprintf("EOF while parsing a value at line %d column %d", line, col)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		line, col := position(body, len(body))
+		return fmt.Sprintf("EOF while parsing a value at line %d column %d", line, col)
+	case errors.As(err, &syn):
+		line, col := position(body, int(syn.Offset))
+		return fmt.Sprintf("expected value at line %d column %d", line, col)
+	case errors.As(err, &typ):
+		line, col := position(body, int(typ.Offset))
+		return fmt.Sprintf("invalid type: %s, expected %s at line %d column %d", typ.Value, expected(typ.Type), line, col)
+	default:
+		line, col := position(body, len(body))
+		return fmt.Sprintf("%s at line %d column %d", strings.TrimPrefix(err.Error(), "json: "), line, col)
+	}
+}
+
+func expected(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "base64 encoded bytes"
+		}
+		return "a sequence"
+	case reflect.Struct, reflect.Map:
+		return "a map"
+	case reflect.Bool:
+		return "a boolean"
+	default:
+		return t.Kind().String()
+	}
+}
+
+// position turns a byte offset into serde's 1-based line and column.
+func position(body []byte, off int) (int, int) {
+	if off > len(body) {
+		off = len(body)
+	}
+	line, col := 1, 0
+	for _, c := range body[:off] {
+		if c == '\n' {
+			line++
+			col = 0
+		} else {
+			col++
+		}
+	}
+	return line, col
+}
+
+// missingField returns the JSON name of the first field tagged `required:"true"` that is
+// still nil after decoding (required fields are pointers, slices or maps).
+func missingField(v any) string {
+	rv := reflect.ValueOf(v)
+	for rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return ""
+		}
+		rv = rv.Elem()
+	}
+	if rv.Kind() != reflect.Struct {
+		return ""
+	}
+	rt := rv.Type()
+	for i := 0; i < rt.NumField(); i++ {
+		f := rt.Field(i)
+		if f.Tag.Get("required") != "true" {
+			continue
+		}
+		fv := rv.Field(i)
+		switch fv.Kind() {
+		case reflect.Pointer, reflect.Slice, reflect.Map, reflect.Interface:
+			if fv.IsNil() {
+				name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+				return name
+			}
+		}
+		if fv.Kind() == reflect.Pointer && fv.Elem().Kind() == reflect.Struct {
+			if m := missingField(fv.Interface()); m != "" {
+				return m
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,374 @@
+// Package broker is the core every service shares (api-keys.md §1): HTTP/1.1 on a Unix
+// socket, peer credentials on every connection, per-UID throttling, api-version routing,
+// upstream's body rules and error body, and the policy decision.
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iotbroker/aziot/policy"
+)
+
+// Defaults that are ours, not upstream's (upstream has no body limit).
+const (
+	DefaultMaxRequests = 10
+	DefaultBodyLimit   = 1 << 20
+	bodyReadTimeout    = 5 * time.Second
+	headerReadTimeout  = 10 * time.Second
+	idleTimeout        = 120 * time.Second
+)
+
+// Service is one HTTP API on one socket.
+type Service struct {
+	// Name is the short service name used in the policy input: keyd, certd, identityd, tpmd.
+	Name string
+	// Versions are the api-version strings the service knows, oldest first.
+	Versions []string
+	// Routes are tried in order.
+	Routes []Route
+	// Decider authorizes requests; Principal resolves a UID to the principal record that
+	// the policy input carries (nil when the caller has none).
+	Decider   policy.Decider
+	Principal func(uid uint32) map[string]any
+	// DecisionHook, if set, is told about every decision (the decision log).
+	DecisionHook func(in *policy.Input, d policy.Decision)
+	Log      *slog.Logger
+	// BodyLimit caps request bodies (413 beyond it); 0 means DefaultBodyLimit.
+	BodyLimit int64
+
+	throttle *throttle
+	once     sync.Once
+}
+
+func (s *Service) init() {
+	s.once.Do(func() {
+		if s.Log == nil {
+			s.Log = slog.Default()
+		}
+		if s.BodyLimit == 0 {
+			s.BodyLimit = DefaultBodyLimit
+		}
+		if s.throttle == nil {
+			s.throttle = newThrottle(DefaultMaxRequests)
+		}
+	})
+}
+
+// SetMaxRequests sets the number of concurrent connections allowed per UID.
+func (s *Service) SetMaxRequests(n int) {
+	s.init()
+	if n <= 0 {
+		n = DefaultMaxRequests
+	}
+	s.throttle.setMax(n)
+}
+
+type ctxKey struct{}
+
+// conn carries the caller of a connection and returns its throttle slot once, on close.
+type conn struct {
+	net.Conn
+	caller  policy.Caller
+	release func()
+	once    sync.Once
+}
+
+func (c *conn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
+
+// listener reads the peer credentials at accept and drops connections over the limit.
+type listener struct {
+	net.Listener
+	svc *Service
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			c.Close()
+			continue
+		}
+		cred, err := peerCredentials(uc)
+		if err != nil {
+			l.svc.Log.Warn("cannot read peer credentials; closing connection", "err", err)
+			c.Close()
+			continue
+		}
+		if !l.svc.throttle.acquire(cred.Uid) {
+			l.svc.Log.Info(fmt.Sprintf("Max simultaneous connections reached for user %d", cred.Uid))
+			c.Close()
+			continue
+		}
+		uid := cred.Uid
+		return &conn{Conn: c, caller: callerFacts(cred), release: func() { l.svc.throttle.release(uid) }}, nil
+	}
+}
+
+// Serve answers requests on l until ctx ends; then it stops accepting and waits briefly
+// for requests in flight.
+func (s *Service) Serve(ctx context.Context, l net.Listener) error {
+	s.init()
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: headerReadTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.Log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if cc, ok := c.(*conn); ok {
+				return context.WithValue(ctx, ctxKey{}, cc)
+			}
+			return ctx
+		},
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(&listener{Listener: l, svc: s}) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		return nil
+	}
+}
+
+// Listen returns the socket for the service: the systemd activation socket named after it
+// if there is one, else path bound by the service itself.
+func Listen(act *activationFDs, path string, names ...string) (net.Listener, error) {
+	if l, ok, err := act.listener(names...); ok || err != nil {
+		return l, err
+	}
+	return bindUnix(path)
+}
+
+// Request is what a handler gets.
+type Request struct {
+	Context    context.Context
+	Method     string
+	APIVersion string
+	Params     map[string]string
+	Query      [][2]string
+	// Body is the decoded JSON body (the value NewBody returned) or nil when absent.
+	Body   any
+	Caller policy.Caller
+
+	svc *Service
+}
+
+// Authorize asks the policy about operation on resource. On denial it returns the
+// service's upstream 401 built by denied; reasons go to the log only.
+func (r *Request) Authorize(operation string, resource, request map[string]any, denied func() *Error) *Error {
+	in := &policy.Input{
+		Service: r.svc.Name, Operation: operation, APIVersion: r.APIVersion,
+		Caller: r.Caller, Resource: resource, Request: request,
+	}
+	if r.svc.Principal != nil {
+		in.Caller.Principal = r.svc.Principal(r.Caller.UID)
+	}
+	d, err := r.svc.Decider.Decide(r.Context, in)
+	if err != nil {
+		// Fail closed: a broken policy denies.
+		r.svc.Log.Error("policy evaluation failed; denying", "operation", operation, "err", err)
+		d = policy.Decision{}
+	}
+	if r.svc.DecisionHook != nil {
+		r.svc.DecisionHook(in, d)
+	}
+	if d.Allowed() {
+		return nil
+	}
+	r.svc.Log.Info("request denied by policy", "operation", operation, "uid", r.Caller.UID, "reasons", d.Deny)
+	return denied()
+}
+
+// Query returns the last value of a query parameter.
+func (r *Request) QueryValue(name string) (string, bool) {
+	v, ok := "", false
+	for _, kv := range r.Query {
+		if kv[0] == name {
+			v, ok = kv[1], true
+		}
+	}
+	return v, ok
+}
+
+var requestSeq atomic.Uint64
+
+// ServeHTTP implements upstream's processing order (api-keys.md §1.3, §1.4).
+func (s *Service) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
+	s.init()
+	req := &Request{Context: hr.Context(), Method: hr.Method, svc: s}
+	if cc, ok := hr.Context().Value(ctxKey{}).(*conn); ok {
+		req.Caller = cc.caller
+	}
+	reply, err := s.handle(w, hr, req)
+	if err != nil {
+		e := AsError(err)
+		if e.Status >= 500 {
+			s.Log.Error("request failed", "method", hr.Method, "path", pathOf(hr), "err", e.Cause)
+		} else {
+			s.Log.Debug("request refused", "method", hr.Method, "path", pathOf(hr), "status", e.Status, "message", e.Message)
+		}
+		writeJSON(w, e.Status, map[string]string{"message": e.Message})
+		return
+	}
+	if reply.Body == nil {
+		w.WriteHeader(statusOr(reply.Status, http.StatusNoContent))
+		return
+	}
+	writeJSON(w, statusOr(reply.Status, http.StatusOK), reply.Body)
+}
+
+func pathOf(hr *http.Request) string {
+	p, _, _ := strings.Cut(hr.RequestURI, "?")
+	return p
+}
+
+func statusOr(s, def int) int {
+	if s == 0 {
+		return def
+	}
+	return s
+}
+
+func (s *Service) handle(w http.ResponseWriter, hr *http.Request, req *Request) (Reply, error) {
+	rawPath, rawQuery, _ := strings.Cut(hr.RequestURI, "?")
+	req.Query = parseQuery(rawQuery)
+	version, ok := req.QueryValue("api-version")
+	if !ok {
+		return Reply{}, BadRequest("api-version not specified")
+	}
+	vi := slices.Index(s.Versions, version)
+	if vi < 0 {
+		return Reply{}, BadRequest("invalid api-version " + rustDebug(version))
+	}
+	req.APIVersion = version
+
+	var route *Route
+	for i := range s.Routes {
+		rt := &s.Routes[i]
+		if rt.MinVersion != "" && vi < slices.Index(s.Versions, rt.MinVersion) {
+			continue
+		}
+		if params, ok := rt.match(rawPath); ok {
+			route, req.Params = rt, params
+			break
+		}
+	}
+	if route == nil {
+		return Reply{}, &Error{Status: http.StatusNotFound, Message: "not found"}
+	}
+	h := route.handler(hr.Method)
+	switch hr.Method {
+	case "POST", "DELETE", "PUT":
+		body, err := s.decodeRequestBody(w, hr, h)
+		if err != nil {
+			return Reply{}, err
+		}
+		req.Body = body
+	case "GET":
+	default:
+		return Reply{}, BadRequest("method not allowed")
+	}
+	if h == nil {
+		return Reply{}, BadRequest("method not allowed")
+	}
+	return h.Serve(req)
+}
+
+// decodeRequestBody applies the body rules of api-keys.md §1.4 for POST, PUT and DELETE.
+func (s *Service) decodeRequestBody(w http.ResponseWriter, hr *http.Request, h *Handler) (any, *Error) {
+	isJSON, present := contentTypeIsJSON(hr.Header.Values("Content-Type"))
+	if hr.Method == "PUT" && present && !isJSON {
+		return nil, &Error{Status: http.StatusUnsupportedMediaType, Message: "request body must be application/json"}
+	}
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(w, hr.Body, s.BodyLimit))
+	rc.SetReadDeadline(time.Time{})
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		var nerr net.Error
+		switch {
+		case errors.As(err, &tooBig):
+			return nil, &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("request body exceeds the limit of %d bytes", s.BodyLimit)}
+		case errors.As(err, &nerr) && nerr.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
+			return nil, &Error{Status: http.StatusRequestTimeout, Message: "timed out reading request body"}
+		default:
+			return nil, BadRequest(fmt.Sprintf("could not read request body: %v", err))
+		}
+	}
+	if hr.Method != "PUT" {
+		if len(body) == 0 || (present && !isJSON) {
+			return nil, nil
+		}
+	}
+	var target any
+	if h != nil && h.NewBody != nil {
+		target = h.NewBody()
+	} else {
+		target = new(json.RawMessage)
+	}
+	if err := decodeBody(body, target); err != nil {
+		return nil, err
+	}
+	if h == nil || h.NewBody == nil {
+		return nil, nil
+	}
+	return target, nil
+}
+
+// contentTypeIsJSON reports whether a Content-Type header is present (a value that is not
+// visible ASCII counts as absent, as upstream) and whether its media type is exactly
+// application/json (case-sensitive, as upstream).
+func contentTypeIsJSON(values []string) (isJSON, present bool) {
+	if len(values) == 0 {
+		return false, false
+	}
+	v := values[0]
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 && v[i] != '\t' || v[i] >= 0x7f {
+			return false, false
+		}
+	}
+	mt, _, _ := strings.Cut(v, ";")
+	return strings.TrimSpace(mt) == "application/json", true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		status = http.StatusInternalServerError
+		buf.Reset()
+		buf.WriteString(`{"message":"internal error"}`)
+	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
+}
