@@ -1,0 +1,176 @@
+// Package daemon runs services as processes: it finds each service's config files and
+// socket, builds the service, serves it on its socket and re-reads its config on change.
+// cmd/aziotd uses it for the packaged services and for the all-in-one dev mode.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iotbroker/aziot/broker"
+	"github.com/iotbroker/aziot/broker/config"
+)
+
+// Unit is one service to run.
+type Unit struct {
+	// Name is the short name (keyd); systemd socket names matched are Name, aziot-<Name>,
+	// aziot-<Name>.socket and <Name>.sock.
+	Name       string
+	ConfigFile string
+	ConfigDir  string
+	Socket     string
+	// Build loads the config and returns the running service and how to reload it.
+	Build func(mainPath, dirPath string, log *slog.Logger) (Running, error)
+}
+
+// Running is a built service.
+type Running interface {
+	HTTPService() *broker.Service
+	// Reload re-reads the config files; an error keeps the previous config.
+	Reload(mainPath, dirPath string) error
+	// ReloadDebounce is the watcher's quiet time.
+	ReloadDebounce() time.Duration
+	Close()
+}
+
+// Run starts every unit, prints "ready" to ready (if not nil) once each socket answers,
+// and serves until ctx ends.
+func Run(ctx context.Context, units []Unit, log *slog.Logger, ready func()) error {
+	act := broker.TakeActivation()
+	type started struct {
+		unit Unit
+		svc  Running
+		l    net.Listener
+	}
+	var all []started
+	closeAll := func() {
+		for _, s := range all {
+			s.l.Close()
+			s.svc.Close()
+		}
+	}
+	for _, u := range units {
+		ulog := log.With("service", u.Name)
+		svc, err := u.Build(u.ConfigFile, u.ConfigDir, ulog)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("start %s: %w", u.Name, err)
+		}
+		l, err := broker.Listen(act, u.Socket, u.Name, "aziot-"+u.Name, "aziot-"+u.Name+".socket", u.Name+".sock")
+		if err != nil {
+			svc.Close()
+			closeAll()
+			return fmt.Errorf("start %s: %w", u.Name, err)
+		}
+		all = append(all, started{u, svc, l})
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(all))
+	for _, s := range all {
+		s := s
+		ulog := log.With("service", s.unit.Name)
+		err := config.Watch(ctx, s.unit.ConfigFile, s.unit.ConfigDir, s.svc.ReloadDebounce(), ulog, func() {
+			if err := s.svc.Reload(s.unit.ConfigFile, s.unit.ConfigDir); err != nil {
+				ulog.Error("config change refused; keeping the previous config", "err", err)
+				return
+			}
+			ulog.Info("config reloaded")
+		})
+		if err != nil {
+			ulog.Warn("config watcher not started", "err", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.svc.HTTPService().Serve(ctx, s.l); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s: %w", s.unit.Name, err)
+			}
+		}()
+	}
+	for _, s := range all {
+		if err := waitAnswer(ctx, s.l.Addr().String()); err != nil {
+			cancel()
+			wg.Wait()
+			closeAll()
+			return fmt.Errorf("%s does not answer: %w", s.unit.Name, err)
+		}
+	}
+	if ready != nil {
+		ready()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		cancel()
+	}
+	wg.Wait()
+	closeAll()
+	return err
+}
+
+// waitAnswer sends a request that every service answers (400 for a missing api-version)
+// and checks that an HTTP answer comes back.
+func waitAnswer(ctx context.Context, path string) error {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 2 * time.Second}
+	var last error
+	for i := 0; i < 50; i++ {
+		resp, err := client.Get("http://ready/")
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return last
+}
+
+// EnvOr returns the environment variable or def.
+func EnvOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// Logger builds the process logger from AZIOT_LOG (upstream's env_logger syntax; the
+// first bare level word is used, default info).
+func Logger() *slog.Logger {
+	level := slog.LevelInfo
+	for _, part := range strings.Split(os.Getenv("AZIOT_LOG"), ",") {
+		switch strings.ToLower(strings.TrimSpace(part)) {
+		case "error":
+			level = slog.LevelError
+		case "warn":
+			level = slog.LevelWarn
+		case "info":
+			level = slog.LevelInfo
+		case "debug", "trace":
+			level = slog.LevelDebug
+		default:
+			continue
+		}
+		break
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}

@@ -1,0 +1,189 @@
+package keyd
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/iotbroker/aziot/hsm"
+)
+
+// HandleValidationKeyID is the symmetric key whose HMAC makes handles unforgeable.
+const HandleValidationKeyID = "handle-validation-key"
+
+// KeyKind is what a handle names.
+type KeyKind int
+
+const (
+	KindKey KeyKind = iota
+	KindKeyPair
+	KindDerived
+)
+
+func (k KeyKind) String() string {
+	switch k {
+	case KindKey:
+		return "key"
+	case KindKeyPair:
+		return "keypair"
+	default:
+		return "derived"
+	}
+}
+
+// Handle is a validated key handle.
+type Handle struct {
+	Kind KeyKind
+	// ID is the key ID; for a derived handle, the base key's ID.
+	ID string
+	// Base is the base handle of a derived handle (a Key or KeyPair).
+	Base *Handle
+	// Data is the derivation data of a derived handle.
+	Data []byte
+}
+
+// srJSON mirrors upstream's serialization: {"key_id":{"<Kind>":...},"nonce":"..."}.
+type srJSON struct {
+	KeyID map[string]json.RawMessage `json:"key_id"`
+	Nonce string                     `json:"nonce"`
+}
+
+var errInvalidHandle = errors.New("invalid handle")
+
+// errNested is upstream's message for a derived key over a derived key.
+var errNested = errors.New("nested derived keys are not supported, import the outer derived key first")
+
+// handles issues and validates handles with the handle-validation key.
+type handles struct {
+	keys *hsm.Keystore
+}
+
+func (h *handles) sign(sr []byte) ([]byte, error) {
+	// Created on first use, as upstream does (also while rejecting a forged handle).
+	if err := h.keys.CreateKey(HandleValidationKeyID, hsm.UsageSign); err != nil {
+		return nil, fmt.Errorf("create handle validation key: %w", err)
+	}
+	return h.keys.HMAC(HandleValidationKeyID, sr)
+}
+
+func marshalCompact(v any) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// issue returns a new handle string for kind and id (or a derived one over base).
+func (h *handles) issue(kind KeyKind, id string, base string, data []byte) (string, error) {
+	var keyID map[string]any
+	switch kind {
+	case KindKey:
+		keyID = map[string]any{"Key": id}
+	case KindKeyPair:
+		keyID = map[string]any{"KeyPair": id}
+	case KindDerived:
+		arr := make([]int, len(data))
+		for i, b := range data {
+			arr[i] = int(b)
+		}
+		keyID = map[string]any{"Derived": []any{base, arr}}
+	}
+	nonce := make([]byte, 64)
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	sr := marshalCompact(struct {
+		KeyID map[string]any `json:"key_id"`
+		Nonce string         `json:"nonce"`
+	}{keyID, base64.StdEncoding.EncodeToString(nonce)})
+	sig, err := h.sign(sr)
+	if err != nil {
+		return "", err
+	}
+	return "sr=" + base64.StdEncoding.EncodeToString(sr) + "&sig=" + base64.StdEncoding.EncodeToString(sig), nil
+}
+
+// validate checks a handle string; errors are errInvalidHandle, errNested, or an
+// internal error from the key store.
+func (h *handles) validate(s string) (*Handle, error) {
+	var sr, sig []byte
+	var haveSR, haveSig bool
+	for _, part := range strings.Split(s, "&") {
+		var err error
+		switch {
+		case strings.HasPrefix(part, "sr="):
+			sr, err = base64.StdEncoding.DecodeString(part[3:])
+			haveSR = true
+		case strings.HasPrefix(part, "sig="):
+			sig, err = base64.StdEncoding.DecodeString(part[4:])
+			haveSig = true
+		}
+		if err != nil {
+			return nil, errInvalidHandle
+		}
+	}
+	if !haveSR || !haveSig {
+		return nil, errInvalidHandle
+	}
+	want, err := h.sign(sr)
+	if err != nil {
+		return nil, err
+	}
+	if !hmac.Equal(want, sig) {
+		return nil, errInvalidHandle
+	}
+	var parsed srJSON
+	if err := json.Unmarshal(sr, &parsed); err != nil || len(parsed.KeyID) != 1 {
+		return nil, errInvalidHandle
+	}
+	for kind, raw := range parsed.KeyID {
+		switch kind {
+		case "Key", "KeyPair":
+			var id string
+			if err := json.Unmarshal(raw, &id); err != nil {
+				return nil, errInvalidHandle
+			}
+			if kind == "Key" {
+				return &Handle{Kind: KindKey, ID: id}, nil
+			}
+			return &Handle{Kind: KindKeyPair, ID: id}, nil
+		case "Derived":
+			var pair []json.RawMessage
+			if err := json.Unmarshal(raw, &pair); err != nil || len(pair) != 2 {
+				return nil, errInvalidHandle
+			}
+			var baseStr string
+			var data []byte
+			if err := json.Unmarshal(pair[0], &baseStr); err != nil {
+				return nil, errInvalidHandle
+			}
+			// The derivation data is a JSON array of byte values, not base64.
+			var ints []int
+			if err := json.Unmarshal(pair[1], &ints); err != nil {
+				return nil, errInvalidHandle
+			}
+			data = make([]byte, len(ints))
+			for i, v := range ints {
+				if v < 0 || v > 255 {
+					return nil, errInvalidHandle
+				}
+				data[i] = byte(v)
+			}
+			base, err := h.validate(baseStr)
+			if err != nil {
+				return nil, err
+			}
+			if base.Kind == KindDerived {
+				return nil, errNested
+			}
+			return &Handle{Kind: KindDerived, ID: base.ID, Base: base, Data: data}, nil
+		}
+	}
+	return nil, errInvalidHandle
+}

@@ -1,0 +1,585 @@
+// Package keyd is the keys service (api-keys.md): keys and key pairs by ID, handles,
+// and every signing and encryption mechanism, over an hsm.Keystore.
+package keyd
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"strings"
+	"sync"
+
+	"github.com/iotbroker/aziot/broker"
+	"github.com/iotbroker/aziot/hsm"
+	"github.com/iotbroker/aziot/policy"
+	"github.com/iotbroker/aziot/sdk/keys"
+)
+
+// Versions are keyd's api-versions, oldest first.
+var Versions = []string{"2020-09-01", "2021-05-01"}
+
+// Service is keyd.
+type Service struct {
+	HTTP *broker.Service
+
+	keys    *hsm.Keystore
+	handles *handles
+	log     *slog.Logger
+	engine  *policy.Engine
+
+	mu       sync.RWMutex
+	patterns map[uint32][]string
+}
+
+// Options are what the process gives keyd beside its config.
+type Options struct {
+	Log *slog.Logger
+	// PKCS11 is the PKCS#11 backend, nil when no library is configured.
+	PKCS11 hsm.Backend
+	// Decider overrides the policy engine (benchmarks compare against allow-all).
+	Decider policy.Decider
+}
+
+// New builds keyd from its config.
+func New(cfg *Config, opts Options) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	ks, err := hsm.NewKeystore(cfg.KeystoreConfig(), fileBackend(), opts.PKCS11)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{keys: ks, handles: &handles{keys: ks}, log: opts.Log, patterns: principalPatterns(cfg.Principals)}
+	decider := opts.Decider
+	if decider == nil {
+		s.engine, err = policy.NewEngine(nil, policy.PrincipalData("keyd", s.patterns))
+		if err != nil {
+			return nil, err
+		}
+		decider = s.engine
+	}
+	s.HTTP = &broker.Service{
+		Name:      "keyd",
+		Versions:  Versions,
+		Routes:    s.routes(),
+		Decider:   decider,
+		Principal: s.principal,
+		Log:       opts.Log,
+		BodyLimit: cfg.Broker.MaxBodyBytes,
+	}
+	s.HTTP.SetMaxRequests(cfg.MaxRequests)
+	return s, nil
+}
+
+// Engine returns the policy engine (nil when a Decider was given).
+func (s *Service) Engine() *policy.Engine { return s.engine }
+
+// Reload applies a changed config: keyd takes only the principals live (config.md §1.3).
+func (s *Service) Reload(cfg *Config) error {
+	patterns := principalPatterns(cfg.Principals)
+	if s.engine != nil {
+		if err := s.engine.SetData(policy.PrincipalData("keyd", patterns)); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	s.patterns = patterns
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Service) principal(uid uint32) map[string]any {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	p, ok := s.patterns[uid]
+	if !ok {
+		return nil
+	}
+	return map[string]any{"keys": p}
+}
+
+func (s *Service) routes() []broker.Route {
+	body := func(f func() any) func() any { return f }
+	return []broker.Route{
+		{Pattern: "/key",
+			Post:   &broker.Handler{NewBody: body(func() any { return new(keys.CreateKeyRequest) }), Serve: s.createKey},
+			Delete: &broker.Handler{NewBody: func() any { return new(keys.HandleRequest) }, Serve: s.deleteKey(KindKey)}},
+		{Pattern: "/keypair",
+			Post:   &broker.Handler{NewBody: func() any { return new(keys.CreateKeyPairRequest) }, Serve: s.createKeyPair},
+			Delete: &broker.Handler{NewBody: func() any { return new(keys.HandleRequest) }, Serve: s.deleteKey(KindKeyPair)}},
+		{Pattern: "/derivedkey",
+			Post: &broker.Handler{NewBody: func() any { return new(keys.DeriveKeyRequest) }, Serve: s.deriveKey}},
+		{Pattern: "/decrypt",
+			Post: &broker.Handler{NewBody: func() any { return new(keys.DecryptRequest) }, Serve: s.decrypt}},
+		{Pattern: "/encrypt",
+			Post: &broker.Handler{NewBody: func() any { return new(keys.EncryptRequest) }, Serve: s.encrypt}},
+		{Pattern: "/derivedkey/export",
+			Post: &broker.Handler{NewBody: func() any { return new(keys.HandleRequest) }, Serve: s.exportDerived}},
+		{Pattern: "/parameters/{parameterName}",
+			Post: &broker.Handler{NewBody: func() any { return new(keys.HandleRequest) }, Serve: s.parameter}},
+		{Pattern: "/key/{keyId}",
+			Get:  &broker.Handler{Serve: s.loadKey(KindKey)},
+			Post: &broker.Handler{NewBody: func() any { return new(keys.MoveKeyPairRequest) }, Serve: s.move(KindKey)}},
+		{Pattern: "/keypair/{keyId}",
+			Get:  &broker.Handler{Serve: s.loadKey(KindKeyPair)},
+			Post: &broker.Handler{NewBody: func() any { return new(keys.MoveKeyPairRequest) }, Serve: s.move(KindKeyPair)}},
+		{Pattern: "/sign",
+			Post: &broker.Handler{NewBody: func() any { return new(keys.SignRequest) }, Serve: s.sign}},
+	}
+}
+
+// --- errors in upstream's words ---
+
+func missingBody() error { return broker.BadRequest("missing request body") }
+
+func notAuthorized(uid uint32, id string) func() *broker.Error {
+	return func() *broker.Error {
+		return broker.Unauthorized(fmt.Sprintf("user %d is not authorized to access the key %s", uid, id))
+	}
+}
+
+func invalidHandle(detail string) error { return broker.InvalidParameter("handle", detail) }
+
+func wrongMechanism() error {
+	return broker.InvalidParameter("mechanism", "mechanism cannot be used with this key type")
+}
+
+// storeError maps a key-store failure: the client's mistakes are 400, the rest 500.
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, hsm.ErrNotFound), errors.Is(err, hsm.ErrInvalid), errors.Is(err, hsm.ErrAuthentication):
+		return broker.InvalidValue(err)
+	}
+	return broker.Internal(err)
+}
+
+// checkID refuses what upstream refuses (NUL) and the handle-validation key, which must
+// never be reachable by ID (docs/RATIONALE.md).
+func checkID(r *broker.Request, id string) error {
+	if strings.ContainsRune(id, 0) {
+		return broker.InvalidParameter("id", "")
+	}
+	if id == HandleValidationKeyID {
+		return notAuthorized(r.Caller.UID, id)()
+	}
+	return nil
+}
+
+// authorizeID runs the policy for an operation naming key id.
+func (s *Service) authorizeID(r *broker.Request, op, id string, extra map[string]any) error {
+	res := map[string]any{"key_id": id}
+	for k, v := range extra {
+		res[k] = v
+	}
+	if err := r.Authorize(op, res, nil, notAuthorized(r.Caller.UID, id)); err != nil {
+		return err
+	}
+	return checkID(r, id)
+}
+
+// validateHandle checks a handle and authorizes op on the key it names.
+func (s *Service) validateHandle(r *broker.Request, op, raw string, request map[string]any) (*Handle, error) {
+	h, err := s.handles.validate(raw)
+	switch {
+	case errors.Is(err, errInvalidHandle):
+		return nil, invalidHandle("invalid handle")
+	case errors.Is(err, errNested):
+		return nil, invalidHandle(errNested.Error())
+	case err != nil:
+		return nil, broker.Internal(err)
+	}
+	res := map[string]any{"key_id": h.ID, "key_kind": h.Kind.String()}
+	if err := r.Authorize(op, res, request, notAuthorized(r.Caller.UID, h.ID)); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func (s *Service) issue(kind KeyKind, id string) (broker.Reply, error) {
+	h, err := s.handles.issue(kind, id, "", nil)
+	if err != nil {
+		return broker.Reply{}, broker.Internal(err)
+	}
+	return broker.Reply{Body: keys.KeyHandleResponse{KeyHandle: h}}, nil
+}
+
+// --- handlers ---
+
+func (s *Service) createKey(r *broker.Request) (broker.Reply, error) {
+	req, _ := r.Body.(*keys.CreateKeyRequest)
+	if req == nil {
+		return broker.Reply{}, missingBody()
+	}
+	usage, err := hsm.ParseUsage(*req.Usage)
+	if err != nil {
+		return broker.Reply{}, broker.Unprocessable(fmt.Sprintf("invalid value: string %q, expected a comma-separated list of derive, encrypt, sign", *req.Usage))
+	}
+	op := "keyd.key.create"
+	if req.KeyBytes != nil {
+		op = "keyd.key.import"
+	}
+	if err := s.authorizeID(r, op, *req.KeyID, nil); err != nil {
+		return broker.Reply{}, err
+	}
+	if req.KeyBytes != nil {
+		err = s.keys.ImportKey(*req.KeyID, req.KeyBytes, usage)
+	} else {
+		err = s.keys.CreateKey(*req.KeyID, usage)
+	}
+	if err != nil {
+		return broker.Reply{}, storeError(err)
+	}
+	return s.issue(KindKey, *req.KeyID)
+}
+
+func (s *Service) createKeyPair(r *broker.Request) (broker.Reply, error) {
+	req, _ := r.Body.(*keys.CreateKeyPairRequest)
+	if req == nil {
+		return broker.Reply{}, missingBody()
+	}
+	pref := "*"
+	if req.PreferredAlgorithms != nil {
+		pref = *req.PreferredAlgorithms
+	}
+	algs := hsm.ParsePreferredAlgorithms(pref)
+	if err := s.authorizeID(r, "keyd.keypair.create", *req.KeyID, map[string]any{"preferred_algorithms": pref}); err != nil {
+		return broker.Reply{}, err
+	}
+	if err := s.keys.CreateKeyPair(*req.KeyID, algs); err != nil {
+		return broker.Reply{}, storeError(err)
+	}
+	return s.issue(KindKeyPair, *req.KeyID)
+}
+
+func (s *Service) loadKey(kind KeyKind) func(*broker.Request) (broker.Reply, error) {
+	return func(r *broker.Request) (broker.Reply, error) {
+		id := r.Params["keyId"]
+		op := "keyd.key.load"
+		if kind == KindKeyPair {
+			op = "keyd.keypair.load"
+		}
+		if err := s.authorizeID(r, op, id, nil); err != nil {
+			return broker.Reply{}, err
+		}
+		var err error
+		if kind == KindKey {
+			err = s.keys.LoadKey(id)
+		} else {
+			err = s.keys.LoadKeyPair(id)
+		}
+		if err != nil {
+			return broker.Reply{}, storeError(err)
+		}
+		return s.issue(kind, id)
+	}
+}
+
+func (s *Service) deleteKey(kind KeyKind) func(*broker.Request) (broker.Reply, error) {
+	return func(r *broker.Request) (broker.Reply, error) {
+		req, _ := r.Body.(*keys.HandleRequest)
+		if req == nil {
+			return broker.Reply{}, missingBody()
+		}
+		op := "keyd.key.delete"
+		if kind == KindKeyPair {
+			op = "keyd.keypair.delete"
+		}
+		h, err := s.validateHandle(r, op, *req.KeyHandle, nil)
+		if err != nil {
+			return broker.Reply{}, err
+		}
+		if h.Kind != kind {
+			if kind == KindKey {
+				return broker.Reply{}, invalidHandle("handle is not for a key")
+			}
+			return broker.Reply{}, invalidHandle("handle is not for a key pair")
+		}
+		if h.ID == HandleValidationKeyID {
+			return broker.Reply{}, notAuthorized(r.Caller.UID, h.ID)()
+		}
+		if kind == KindKey {
+			err = s.keys.DeleteKey(h.ID)
+		} else {
+			err = s.keys.DeleteKeyPair(h.ID)
+		}
+		if err != nil {
+			return broker.Reply{}, storeError(err)
+		}
+		return broker.Reply{}, nil
+	}
+}
+
+func (s *Service) move(kind KeyKind) func(*broker.Request) (broker.Reply, error) {
+	return func(r *broker.Request) (broker.Reply, error) {
+		req, _ := r.Body.(*keys.MoveKeyPairRequest)
+		if req == nil {
+			return broker.Reply{}, missingBody()
+		}
+		to, from := r.Params["keyId"], *req.From
+		if from == to {
+			return broker.Reply{}, broker.BadRequest("source and destination for move are identical")
+		}
+		if kind == KindKey {
+			return broker.Reply{}, broker.BadRequest(`invalid type "key"`)
+		}
+		extra := map[string]any{"from": from, "to": to}
+		if err := s.authorizeID(r, "keyd.keypair.move", from, extra); err != nil {
+			return broker.Reply{}, err
+		}
+		if err := s.authorizeID(r, "keyd.keypair.move", to, extra); err != nil {
+			return broker.Reply{}, err
+		}
+		if err := s.keys.MoveKeyPair(from, to); err != nil {
+			return broker.Reply{}, storeError(err)
+		}
+		return broker.Reply{}, nil
+	}
+}
+
+var p256OID = []byte{0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07}
+
+func (s *Service) parameter(r *broker.Request) (broker.Reply, error) {
+	req, _ := r.Body.(*keys.HandleRequest)
+	if req == nil {
+		return broker.Reply{}, missingBody()
+	}
+	name := r.Params["parameterName"]
+	h, err := s.validateHandle(r, "keyd.parameters.get", *req.KeyHandle, map[string]any{"parameter": name})
+	if err != nil {
+		return broker.Reply{}, err
+	}
+	pub, err := s.keys.PublicKey(h.ID)
+	if err != nil {
+		return broker.Reply{}, storeError(err)
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	var value string
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch name {
+		case "algorithm":
+			value = "ECDSA"
+		case "ec-curve-oid":
+			if k.Curve != elliptic.P256() {
+				return broker.Reply{}, broker.InvalidValue(errors.New("curve is not P-256"))
+			}
+			value = b64(p256OID)
+		case "ec-point":
+			raw, err := k.Bytes()
+			if err != nil {
+				return broker.Reply{}, broker.Internal(err)
+			}
+			x, y := new(big.Int).SetBytes(raw[1:1+(len(raw)-1)/2]), new(big.Int).SetBytes(raw[1+(len(raw)-1)/2:])
+			value = b64(elliptic.MarshalCompressed(k.Curve, x, y))
+		default:
+			return broker.Reply{}, broker.InvalidValue(fmt.Errorf("parameter %q of an EC key", name))
+		}
+	case *rsa.PublicKey:
+		switch name {
+		case "algorithm":
+			value = "RSA"
+		case "rsa-modulus":
+			value = b64(k.N.Bytes())
+		case "rsa-exponent":
+			value = b64(big.NewInt(int64(k.E)).Bytes())
+		default:
+			return broker.Reply{}, broker.InvalidValue(fmt.Errorf("parameter %q of an RSA key", name))
+		}
+	default:
+		return broker.Reply{}, broker.InvalidValue(fmt.Errorf("unsupported key type %T", pub))
+	}
+	return broker.Reply{Body: keys.ParameterResponse{Value: value}}, nil
+}
+
+func (s *Service) deriveKey(r *broker.Request) (broker.Reply, error) {
+	req, _ := r.Body.(*keys.DeriveKeyRequest)
+	if req == nil {
+		return broker.Reply{}, missingBody()
+	}
+	h, err := s.validateHandle(r, "keyd.derivedkey.create", *req.BaseKeyHandle, nil)
+	if err != nil {
+		return broker.Reply{}, err
+	}
+	switch h.Kind {
+	case KindDerived:
+		return broker.Reply{}, invalidHandle(errNested.Error())
+	case KindKeyPair:
+		// Upstream would key an HMAC with the PEM private key and let it be exported.
+		return broker.Reply{}, invalidHandle("keys cannot be derived from a key pair")
+	}
+	out, err := s.handles.issue(KindDerived, "", *req.BaseKeyHandle, req.DerivationData)
+	if err != nil {
+		return broker.Reply{}, broker.Internal(err)
+	}
+	return broker.Reply{Body: keys.KeyHandleResponse{KeyHandle: out}}, nil
+}
+
+// derivedKey computes HMAC-SHA256(base, data) for a derived handle.
+func (s *Service) derivedKey(h *Handle) ([]byte, error) {
+	if h.Base.Kind != KindKey {
+		return nil, invalidHandle("keys cannot be derived from a key pair")
+	}
+	d, err := s.keys.HMAC(h.ID, h.Data)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	return d, nil
+}
+
+func (s *Service) exportDerived(r *broker.Request) (broker.Reply, error) {
+	req, _ := r.Body.(*keys.HandleRequest)
+	if req == nil {
+		return broker.Reply{}, missingBody()
+	}
+	h, err := s.validateHandle(r, "keyd.derivedkey.export", *req.KeyHandle, nil)
+	if err != nil {
+		return broker.Reply{}, err
+	}
+	if h.Kind != KindDerived {
+		return broker.Reply{}, invalidHandle("handle is not for a derived key")
+	}
+	d, err := s.derivedKey(h)
+	if err != nil {
+		return broker.Reply{}, err
+	}
+	return broker.Reply{Body: keys.ExportResponse{Key: d}}, nil
+}
+
+func unknownAlgorithm(alg string, expected ...string) error {
+	return broker.Unprocessable(fmt.Sprintf("unknown variant `%s`, expected one of `%s`", alg, strings.Join(expected, "`, `")))
+}
+
+func missingField(name string) error {
+	return broker.Unprocessable(fmt.Sprintf("missing field `%s`", name))
+}
+
+func (s *Service) sign(r *broker.Request) (broker.Reply, error) {
+	req, _ := r.Body.(*keys.SignRequest)
+	if req == nil {
+		return broker.Reply{}, missingBody()
+	}
+	alg := *req.Algorithm
+	switch alg {
+	case keys.AlgECDSA:
+		if req.Parameters.Digest == nil {
+			return broker.Reply{}, missingField("digest")
+		}
+	case keys.AlgHMACSHA256:
+		if req.Parameters.Message == nil {
+			return broker.Reply{}, missingField("message")
+		}
+	default:
+		return broker.Reply{}, unknownAlgorithm(alg, keys.AlgECDSA, keys.AlgHMACSHA256)
+	}
+	h, err := s.validateHandle(r, "keyd.sign", *req.KeyHandle, map[string]any{"algorithm": alg})
+	if err != nil {
+		return broker.Reply{}, err
+	}
+	var sig []byte
+	switch {
+	case alg == keys.AlgECDSA && h.Kind == KindKeyPair:
+		sig, err = s.keys.SignECDSA(h.ID, req.Parameters.Digest)
+	case alg == keys.AlgHMACSHA256 && h.Kind == KindKey:
+		sig, err = s.keys.HMAC(h.ID, req.Parameters.Message)
+	case alg == keys.AlgHMACSHA256 && h.Kind == KindDerived:
+		var d []byte
+		if d, err = s.derivedKey(h); err != nil {
+			return broker.Reply{}, err
+		}
+		sig = hsm.HMACSHA256(d, req.Parameters.Message)
+	default:
+		return broker.Reply{}, wrongMechanism()
+	}
+	if err != nil {
+		return broker.Reply{}, storeError(err)
+	}
+	return broker.Reply{Body: keys.SignResponse{Signature: sig}}, nil
+}
+
+func (s *Service) encrypt(r *broker.Request) (broker.Reply, error) {
+	req, _ := r.Body.(*keys.EncryptRequest)
+	if req == nil {
+		return broker.Reply{}, missingBody()
+	}
+	alg := *req.Algorithm
+	switch alg {
+	case keys.AlgAEAD:
+		if req.Parameters == nil {
+			return broker.Reply{}, missingField("parameters")
+		}
+	case keys.AlgRSAPKCS1, keys.AlgRSANoPadding:
+	default:
+		return broker.Reply{}, unknownAlgorithm(alg, keys.AlgAEAD, keys.AlgRSAPKCS1, keys.AlgRSANoPadding)
+	}
+	h, err := s.validateHandle(r, "keyd.encrypt", *req.KeyHandle, map[string]any{"algorithm": alg})
+	if err != nil {
+		return broker.Reply{}, err
+	}
+	var out []byte
+	switch {
+	case alg == keys.AlgAEAD && h.Kind == KindKey:
+		out, err = s.keys.AEADEncrypt(h.ID, req.Parameters.IV, req.Parameters.AAD, req.Plaintext)
+	case alg == keys.AlgAEAD && h.Kind == KindDerived:
+		var d []byte
+		if d, err = s.derivedKey(h); err != nil {
+			return broker.Reply{}, err
+		}
+		out, err = hsm.SealV2(d, req.Parameters.IV, req.Parameters.AAD, req.Plaintext)
+	case alg == keys.AlgRSAPKCS1 && h.Kind == KindKeyPair:
+		out, err = s.keys.RSAPrivate(h.ID, hsm.RSAPKCS1, req.Plaintext)
+	case alg == keys.AlgRSANoPadding && h.Kind == KindKeyPair:
+		out, err = s.keys.RSAPrivate(h.ID, hsm.RSANoPadding, req.Plaintext)
+	default:
+		return broker.Reply{}, wrongMechanism()
+	}
+	if err != nil {
+		return broker.Reply{}, storeError(err)
+	}
+	return broker.Reply{Body: keys.EncryptResponse{Ciphertext: out}}, nil
+}
+
+func (s *Service) decrypt(r *broker.Request) (broker.Reply, error) {
+	req, _ := r.Body.(*keys.DecryptRequest)
+	if req == nil {
+		return broker.Reply{}, missingBody()
+	}
+	alg := *req.Algorithm
+	switch alg {
+	case keys.AlgAEAD:
+		if req.Parameters == nil {
+			return broker.Reply{}, missingField("parameters")
+		}
+	case keys.AlgRSAPKCS1, keys.AlgRSANoPadding:
+	default:
+		return broker.Reply{}, unknownAlgorithm(alg, keys.AlgAEAD, keys.AlgRSAPKCS1, keys.AlgRSANoPadding)
+	}
+	h, err := s.validateHandle(r, "keyd.decrypt", *req.KeyHandle, map[string]any{"algorithm": alg})
+	if err != nil {
+		return broker.Reply{}, err
+	}
+	var out []byte
+	switch {
+	case alg == keys.AlgAEAD && h.Kind == KindKey:
+		out, err = s.keys.AEADDecrypt(h.ID, req.Parameters.IV, req.Parameters.AAD, req.Ciphertext)
+	case alg == keys.AlgAEAD && h.Kind == KindDerived:
+		var d []byte
+		if d, err = s.derivedKey(h); err != nil {
+			return broker.Reply{}, err
+		}
+		out, err = hsm.OpenVersioned(d, req.Parameters.IV, req.Parameters.AAD, req.Ciphertext, true)
+	default:
+		return broker.Reply{}, wrongMechanism()
+	}
+	if err != nil {
+		return broker.Reply{}, storeError(err)
+	}
+	return broker.Reply{Body: keys.DecryptResponse{Plaintext: out}}, nil
+}
