@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +10,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -26,6 +29,24 @@ type app struct {
 	geteuid    func() int
 	// restart restarts the services after config apply (cli.md §6 `system restart`).
 	restart func(a *app) error
+
+	// For check: the clock, the host facts of the json output, the network settings of
+	// the connectivity checks and the source of the latest-versions document.
+	now            func() time.Time
+	hostInfo       func() map[string]any
+	net            netSettings
+	latestVersions func(ctx context.Context, proxy string) ([]byte, error)
+}
+
+// netSettings let tests point the connectivity checks at local TLS servers.
+type netSettings struct {
+	AMQPPort, HTTPSPort, MQTTPort int // IoT Hub ports: 5671, 443, 8883
+	DPSPort                       int // 0: the global endpoint's port (443)
+	Roots                         *x509.CertPool
+}
+
+func defaultNetSettings() netSettings {
+	return netSettings{AMQPPort: 5671, HTTPSPort: 443, MQTTPort: 8883}
 }
 
 // paths are the roots the CLI reads and writes. Each can be overridden through an
@@ -61,6 +82,11 @@ func newApp() *app {
 		hostname:   os.Hostname,
 		geteuid:    os.Geteuid,
 		restart:    systemRestart,
+
+		now:            time.Now,
+		hostInfo:       defaultHostInfo,
+		net:            defaultNetSettings(),
+		latestVersions: fetchLatestVersions,
 	}
 }
 

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 )
+
+var testNow = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
 // testApp is an app rooted in a temp dir with fixed users and hostname.
 func testApp(t *testing.T) (*app, *bytes.Buffer, *bytes.Buffer) {
@@ -31,6 +35,13 @@ func testApp(t *testing.T) (*app, *bytes.Buffer, *bytes.Buffer) {
 		hostname: func() (string, error) { return "my-device", nil },
 		geteuid:  func() int { return 0 },
 		restart:  func(a *app) error { a.stdout.Write([]byte("(restarted)\n")); return nil },
+
+		now:      func() time.Time { return testNow },
+		hostInfo: func() map[string]any { return map[string]any{"os": map[string]any{"id": "test"}} },
+		net:      netSettings{AMQPPort: 1, HTTPSPort: 1, MQTTPort: 1},
+		latestVersions: func(context.Context, string) ([]byte, error) {
+			return nil, errors.New("no network in tests")
+		},
 	}
 	return a, &stdout, &stderr
 }
