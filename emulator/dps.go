@@ -60,9 +60,7 @@ type dpsError struct {
 }
 
 func (e *Emulator) writeDPSError(w http.ResponseWriter, status, code int, msg string) {
-	e.mu.Lock()
-	tid := e.uuidLocked()
-	e.mu.Unlock()
+	tid := trackingID()
 	w.Header().Set("x-ms-error-code", strconv.Itoa(code))
 	writeJSON(w, status, dpsError{ErrorCode: code, TrackingID: tid, Message: msg, TimestampUTC: dpsTime(e.clk.Now())})
 }

@@ -17,9 +17,7 @@ type hubErr struct {
 }
 
 func (e *Emulator) writeHubError(w http.ResponseWriter, he hubErr) {
-	e.mu.Lock()
-	tid := strings.ReplaceAll(e.uuidLocked(), "-", "")
-	e.mu.Unlock()
+	tid := strings.ReplaceAll(trackingID(), "-", "")
 	ts := e.clk.Now().UTC().Format("01/02/2006 15:04:05")
 	w.Header().Set("iothub-errorcode", he.name)
 	writeJSON(w, he.status, map[string]string{

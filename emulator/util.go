@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	cryptorand "crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -58,3 +59,13 @@ func (e *Emulator) uuidLocked() string {
 
 // dpsTime formats like the real service: RFC 3339 with 7 fractional digits and Z.
 func dpsTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.0000000Z") }
+
+// trackingID is a random UUID for error bodies. It uses crypto/rand, not the seeded
+// generator, so error paths never need the emulator's lock.
+func trackingID() string {
+	b := make([]byte, 16)
+	_, _ = cryptorand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
