@@ -35,7 +35,6 @@ type fixture struct {
 	t       *testing.T
 	a       *app
 	dir     string
-	stdout  *strings.Builder
 	files   map[string]string // relative path under Etc → content
 	certPEM string
 	keyPub  any // public key keyd reports for device-id
@@ -61,8 +60,8 @@ func newFixture(t *testing.T) *fixture {
 	certPath := filepath.Join(dir, "device-id.pem")
 	keyPath := filepath.Join(dir, "device-id.key.pem")
 	f.files = map[string]string{
-		"config.toml": "# super-config\n",
-		"keyd/config.d/00-super.toml": "[aziot_keys]\nhomedir_path = \"/var/lib/aziot/keyd\"\n\n[preloaded_keys]\ndevice-id = \"file://" + keyPath + "\"\n",
+		"config.toml":                  "# super-config\n",
+		"keyd/config.d/00-super.toml":  "[aziot_keys]\nhomedir_path = \"/var/lib/aziot/keyd\"\n\n[preloaded_keys]\ndevice-id = \"file://" + keyPath + "\"\n",
 		"certd/config.d/00-super.toml": "homedir_path = \"/var/lib/aziot/certd\"\n\n[preloaded_certs]\ndevice-id = \"file://" + certPath + "\"\n",
 		"identityd/config.d/00-super.toml": `hostname = "my-device"
 homedir = "/var/lib/aziot/identityd"
@@ -496,4 +495,3 @@ func startProxy(t *testing.T) string {
 	}()
 	return "http://" + l.Addr().String()
 }
-
