@@ -411,6 +411,13 @@ identity_pk = "device-id"
 		{"host-connect-iothub-amqp", "error", func(f *fixture) { f.a.net.AMQPPort = closedPort(t) }},
 		{"host-connect-iothub-amqp", "error", func(f *fixture) { f.a.net.Roots = x509.NewCertPool() }},
 		{"host-connect-iothub-amqp", "warning", func(f *fixture) { dps(f, "tpm") }},
+		{"host-connect-iothub-amqp", "ok", func(f *fixture) {
+			// A DPS device whose previous provisioning was manual: the hub comes from prev_state.
+			dps(f, "tpm")
+			os.MkdirAll(filepath.Join(f.a.paths.Lib, "identityd"), 0o700)
+			os.WriteFile(filepath.Join(f.a.paths.Lib, "identityd", "prev_state"), []byte(
+				"hostname = \"my-device\"\nhomedir = \"/h\"\n[provisioning]\nsource = \"manual\"\niothub_hostname = \"127.0.0.1\"\ndevice_id = \"d\"\n"), 0o600)
+		}},
 		{"host-connect-iothub-amqp", "ignored", func(f *fixture) {
 			f.files["identityd/config.d/00-super.toml"] = "hostname = \"my-device\"\nhomedir = \"/h\"\n[provisioning]\nsource = \"none\"\n"
 		}},
