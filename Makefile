@@ -23,7 +23,7 @@ unit:
 lint:
 	$(GO) vet $(PKGS)
 	@if command -v staticcheck >/dev/null 2>&1; then staticcheck $(PKGS); \
-	 else $(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS); fi
+	 else $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 $(PKGS); fi
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
 # Each fuzz target runs for FUZZTIME; the list is kept in scripts/fuzz-targets.

@@ -46,7 +46,7 @@ type Service struct {
 	Principal func(uid uint32) map[string]any
 	// DecisionHook, if set, is told about every decision (the decision log).
 	DecisionHook func(in *policy.Input, d policy.Decision)
-	Log      *slog.Logger
+	Log          *slog.Logger
 	// BodyLimit caps request bodies (413 beyond it); 0 means DefaultBodyLimit.
 	BodyLimit int64
 
@@ -155,12 +155,13 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) error {
 }
 
 // Listen returns the socket for the service: the systemd activation socket named after it
-// if there is one, else path bound by the service itself.
-func Listen(act *activationFDs, path string, names ...string) (net.Listener, error) {
+// if there is one (activated is then true), else path bound by the service itself.
+func Listen(act *activationFDs, path string, names ...string) (l net.Listener, activated bool, err error) {
 	if l, ok, err := act.listener(names...); ok || err != nil {
-		return l, err
+		return l, ok, err
 	}
-	return bindUnix(path)
+	l, err = bindUnix(path)
+	return l, false, err
 }
 
 // Request is what a handler gets.
@@ -307,8 +308,10 @@ func (s *Service) decodeRequestBody(w http.ResponseWriter, hr *http.Request, h *
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, hr.Body, s.BodyLimit))
-	rc.SetReadDeadline(time.Time{})
 	if err != nil {
+		// The rest of the body is not read: close the connection after the answer, or
+		// net/http would try to drain it before answering.
+		w.Header().Set("Connection", "close")
 		var tooBig *http.MaxBytesError
 		var nerr net.Error
 		switch {
@@ -320,6 +323,7 @@ func (s *Service) decodeRequestBody(w http.ResponseWriter, hr *http.Request, h *
 			return nil, BadRequest(fmt.Sprintf("could not read request body: %v", err))
 		}
 	}
+	rc.SetReadDeadline(time.Time{})
 	if hr.Method != "PUT" {
 		if len(body) == 0 || (present && !isJSON) {
 			return nil, nil

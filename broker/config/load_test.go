@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/BurntSushi/toml"
 )
 
 type principal struct {
@@ -92,4 +94,25 @@ func TestMergeRules(t *testing.T) {
 			t.Errorf("%s: got %#v want %#v", c.name, got, c.want)
 		}
 	}
+}
+
+// FuzzMerge: merging any two parsed documents never panics and decodes or errors cleanly.
+func FuzzMerge(f *testing.F) {
+	f.Add("max_requests = 1\n[[principal]]\nuid = 1\n", "[[principal]]\nuid = 2\nkeys = [\"a\"]\n")
+	f.Add("[aziot_keys]\na = 1\n", "aziot_keys = 5\n")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		var da, db map[string]any
+		if _, err := toml.Decode(a, &da); err != nil {
+			return
+		}
+		if _, err := toml.Decode(b, &db); err != nil {
+			return
+		}
+		merged, ok := Merge(da, db).(map[string]any)
+		if !ok && db != nil {
+			t.Fatalf("merge of tables is not a table")
+		}
+		var out sample
+		_ = Decode(merged, &out)
+	})
 }

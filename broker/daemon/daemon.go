@@ -64,11 +64,16 @@ func Run(ctx context.Context, units []Unit, log *slog.Logger, ready func()) erro
 			closeAll()
 			return fmt.Errorf("start %s: %w", u.Name, err)
 		}
-		l, err := broker.Listen(act, u.Socket, u.Name, "aziot-"+u.Name, "aziot-"+u.Name+".socket", u.Name+".sock")
+		l, activated, err := broker.Listen(act, u.Socket, u.Name, "aziot-"+u.Name, "aziot-"+u.Name+".socket", u.Name+".sock")
 		if err != nil {
 			svc.Close()
 			closeAll()
 			return fmt.Errorf("start %s: %w", u.Name, err)
+		}
+		if activated {
+			ulog.Info("serving the socket passed by systemd socket activation", "addr", l.Addr().String())
+		} else {
+			ulog.Info("serving a socket bound by the service", "path", u.Socket)
 		}
 		all = append(all, started{u, svc, l})
 	}

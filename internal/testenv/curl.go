@@ -19,9 +19,20 @@ type Reply struct {
 func (r Reply) String() string { return fmt.Sprintf("%d %s", r.Status, r.Body) }
 
 // Curl sends a request with `curl --unix-socket` as the given uid (and gid = uid); uid
-// -1 runs it as the test's own user. body "" sends none; JSON bodies get the JSON type.
+// -1 runs it as the test's own user. body "" sends none; a body gets the JSON type
+// unless headers name another.
 func Curl(t testing.TB, uid int, socket, method, url, body string, headers ...string) Reply {
 	t.Helper()
+	r, err := CurlResult(uid, socket, method, url, body, headers...)
+	if err != nil {
+		t.Fatalf("%s %s as uid %d: %v", method, url, uid, err)
+	}
+	return r
+}
+
+// CurlResult is Curl that returns transport failures (curl's exit status) instead of
+// failing the test: a connection closed without an answer is such a failure.
+func CurlResult(uid int, socket, method, url, body string, headers ...string) (Reply, error) {
 	args := []string{"-sS", "--max-time", "20", "--unix-socket", socket, "-X", method, "-o", "-", "-w", "\n%{http_code}"}
 	if body != "" {
 		args = append(args, "--data-binary", body)
@@ -41,14 +52,14 @@ func Curl(t testing.TB, uid int, socket, method, url, body string, headers ...st
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("curl %s %s as uid %d: %v: %s", method, url, uid, err, stderr.String())
+		return Reply{}, fmt.Errorf("curl: %v: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	i := bytes.LastIndexByte(out, '\n')
 	status, err := strconv.Atoi(strings.TrimSpace(string(out[i+1:])))
 	if err != nil {
-		t.Fatalf("curl output %q", out)
+		return Reply{}, fmt.Errorf("curl output %q", out)
 	}
-	return Reply{Status: status, Body: out[:i]}
+	return Reply{Status: status, Body: out[:i]}, nil
 }
 
 func hasHeader(hs []string, name string) bool {
