@@ -220,8 +220,9 @@ func (s *Service) create(r *broker.Request) (broker.Reply, error) {
 }
 
 func (s *Service) explicitIssuer(ctx context.Context, st *store, ref *certs.Issuer) (*issuer, error) {
-	if strings.ContainsRune(*ref.PrivateKeyHandle, 0) {
-		return nil, broker.InvalidParameter("issuer.privateKeyHandle", "")
+	if i := strings.IndexByte(*ref.PrivateKeyHandle, 0); i >= 0 {
+		// Upstream turns the handle into a C string first; Rust's NulError is the cause.
+		return nil, broker.InvalidParameter("issuer.privateKeyHandle", fmt.Sprintf("nul byte found in provided data at position: %d", i))
 	}
 	chain, err := st.get(*ref.CertID)
 	if errors.Is(err, errNotFound) {
@@ -239,11 +240,8 @@ func (s *Service) explicitIssuer(ctx context.Context, st *store, ref *certs.Issu
 	}
 	signer, err := s.keyd.Signer(ctx, *ref.PrivateKeyHandle)
 	if err != nil {
-		var apiErr *keys.APIError
-		if errors.As(err, &apiErr) && apiErr.Status == 400 {
-			// Upstream fails later with a 500; the handle is the client's mistake.
-			return nil, broker.InvalidParameter("issuer.privateKeyHandle", apiErr.Message)
-		}
+		// A forged, unknown or unusable handle fails when the key is loaded: 500 upstream
+		// (api-certs.md §4.5), whatever keyd answered.
 		return nil, broker.Internal(fmt.Errorf("load issuer key: %w", err))
 	}
 	signer.Context = ctx

@@ -268,6 +268,10 @@ common_name = %[2]q
 method = "local_ca"
 subject = { O = "Contoso", CN = %[2]q, C = "DE", L = "Berlin" }
 
+[cert_issuance.leaf-bad-subject]
+method = "local_ca"
+subject = { CN = "x", notAName = "y" }
+
 [cert_issuance.leaf-own-ids]
 method = "local_ca"
 
@@ -644,6 +648,25 @@ func TestCertdEndToEnd(t *testing.T) {
 		certdOK[string](t)(c.Import(ctx, "empty-ca", "no certificate here\n"))
 		_, err = c.Create(ctx, "leaf-10d", good, &certs.IssuerRef{CertID: "empty-ca", KeyHandle: caHandle})
 		testenv.WantAPIError(t, err, 400, "parameter \"issuer.certId\" has an invalid value\ncaused by: invalid issuer")
+		// A stored issuer whose certificate block is corrupt fails when it is parsed: 500.
+		certdOK[string](t)(c.Import(ctx, "corrupt-ca", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+		_, err = c.Create(ctx, "leaf-10d", good, &certs.IssuerRef{CertID: "corrupt-ca", KeyHandle: caHandle})
+		testenv.WantAPIError(t, err, 500, internalMsg)
+		// Issuer handles: a NUL byte is a parameter error; a forged or stale handle fails
+		// when the key is loaded, which upstream answers with 500.
+		_, err = c.Create(ctx, "leaf-10d", good, &certs.IssuerRef{CertID: "local-ca", KeyHandle: "sr=ab\x00c"})
+		testenv.WantAPIError(t, err, 400, "parameter \"issuer.privateKeyHandle\" has an invalid value\ncaused by: nul byte found in provided data at position: 5")
+		forged := caHandle[:len(caHandle)-4] + "AAA="
+		if forged == caHandle {
+			forged = caHandle[:len(caHandle)-4] + "BBB="
+		}
+		for _, h := range []string{forged, "", "garbage"} {
+			_, err = c.Create(ctx, "leaf-10d", good, &certs.IssuerRef{CertID: "local-ca", KeyHandle: h})
+			testenv.WantAPIError(t, err, 500, internalMsg)
+		}
+		// A subject table with a name OpenSSL does not know fails issuance.
+		_, err = c.Create(ctx, "leaf-bad-subject", good, nil)
+		testenv.WantAPIError(t, err, 500, internalMsg)
 		// No [cert_issuance.<id>] and no issuer; EST until the EST flow lands.
 		_, err = c.Create(ctx, "unconfigured", good, nil)
 		testenv.WantAPIError(t, err, 500, internalMsg)
