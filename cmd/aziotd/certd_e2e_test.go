@@ -272,6 +272,9 @@ subject = { O = "Contoso", CN = %[2]q, C = "DE", L = "Berlin" }
 method = "local_ca"
 subject = { CN = "x", notAName = "y" }
 
+[cert_issuance.self-no-key]
+method = "self_signed"
+
 [cert_issuance.leaf-own-ids]
 method = "local_ca"
 
@@ -392,6 +395,10 @@ func TestCertdEndToEnd(t *testing.T) {
 		wantReply(t, e.curl(t, -1, "POST", "/certificates", ""), 400, "missing request body")
 		wantReply(t, e.curl(t, -1, "POST", "/certificates", `{"certId":"x"}`), 422, "missing field `csr` at line 1 column 14")
 		wantReply(t, e.curl(t, -1, "GET", "/nothing-here", ""), 404, "not found")
+		// DELETE ignores its body, but a JSON body must still be JSON.
+		wantReply(t, e.curl(t, -1, "DELETE", "/certificates/x", "x"), 422, "expected value at line 1 column 1")
+		wantReply(t, e.curl(t, -1, "DELETE", "/certificates/x", "x", "Content-Type: text/plain"), 204, "")
+		wantReply(t, e.curl(t, -1, "DELETE", "/certificates/x", `{"anything":1}`), 204, "")
 	})
 
 	// The local CA: key pair in keyd, CSR signed through keyd, self-signed by certd.
@@ -664,6 +671,12 @@ func TestCertdEndToEnd(t *testing.T) {
 			_, err = c.Create(ctx, "leaf-10d", good, &certs.IssuerRef{CertID: "local-ca", KeyHandle: h})
 			testenv.WantAPIError(t, err, 500, internalMsg)
 		}
+		// self_signed needs the key pair to exist: certd loads it, it does not create it.
+		_, err = c.Create(ctx, "self-no-key", good, nil)
+		testenv.WantAPIError(t, err, 500, internalMsg)
+		if _, err := e.keys.LoadKeyPair(ctx, "self-no-key"); err == nil {
+			t.Fatal("certd created a key pair for self_signed")
+		}
 		// A subject table with a name OpenSSL does not know fails issuance.
 		_, err = c.Create(ctx, "leaf-bad-subject", good, nil)
 		testenv.WantAPIError(t, err, 500, internalMsg)
@@ -711,6 +724,13 @@ func TestCertdEndToEnd(t *testing.T) {
 		}
 		_, err := c.Get(ctx, "file-cert")
 		testenv.WantAPIError(t, err, 400, notFoundMsg)
+		// A stored cert that is not text (a DER file) is a 500, and certd keeps serving.
+		if err := os.WriteFile(file, []byte{0x30, 0x82, 0xff, 0xfe, 0x00}, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Get(ctx, "file-cert")
+		testenv.WantAPIError(t, err, 500, internalMsg)
+		certdOK[string](t)(c.Get(ctx, "local-ca"))
 
 		// An array ID: the concatenation of the members that exist.
 		_, err = c.Get(ctx, "bundle")
