@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/iotbroker/aziot/policy"
@@ -214,8 +213,6 @@ func (r *Request) QueryValue(name string) (string, bool) {
 	}
 	return v, ok
 }
-
-var requestSeq atomic.Uint64
 
 // ServeHTTP implements upstream's processing order (api-keys.md §1.3, §1.4).
 func (s *Service) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
