@@ -322,17 +322,23 @@ func (b *Backend) RSAPrivate(loc hsm.Location, padding hsm.RSAPadding, in []byte
 		if err != nil {
 			return err
 		}
+		// Inputs are checked here, as the file store does: tokens answer bad ones with
+		// anything up to CKR_GENERAL_ERROR (SoftHSM).
+		v, err := c.attrs(pub, pkcs11.CKA_MODULUS)
+		if err != nil {
+			return err
+		}
+		n := new(big.Int).SetBytes(v[0])
+		k := (n.BitLen() + 7) / 8
 		mech := uint(pkcs11.CKM_RSA_PKCS)
-		if padding == hsm.RSANoPadding {
+		switch {
+		case padding == hsm.RSANoPadding:
 			mech = pkcs11.CKM_RSA_X_509
-			v, err := c.attrs(pub, pkcs11.CKA_MODULUS)
-			if err != nil {
-				return err
-			}
-			n := new(big.Int).SetBytes(v[0])
-			if k := (n.BitLen() + 7) / 8; len(in) != k || new(big.Int).SetBytes(in).Cmp(n) >= 0 {
+			if len(in) != k || new(big.Int).SetBytes(in).Cmp(n) >= 0 {
 				return fmt.Errorf("raw RSA input of %d bytes for a %d-byte modulus, or not below it: %w", len(in), k, hsm.ErrInvalid)
 			}
+		case len(in) > k-11:
+			return fmt.Errorf("PKCS#1 v1.5 input of %d bytes for a %d-byte modulus: %w", len(in), k, hsm.ErrInvalid)
 		}
 		out, err = c.sign(o, mech, in)
 		return err
