@@ -493,3 +493,76 @@ func verifyCrashKeys(t *testing.T, d *testenv.Daemon, book *crashBook, keysDir, 
 	}
 	t.Logf("after restart: %d HMAC keys and %d ECDSA key pairs sign, %d never-landed keys absent, %d certs read back", hmacs, ecdsas, absent, certsRead)
 }
+
+// TestConcurrentCreatesAgree: clients that create the same key at the same time must all
+// end up with one key (create keeps an existing key), and on a fresh keyd the handles of
+// the very first, concurrent requests must all stay valid (they are signed with the
+// handle-validation key, created on first use).
+func TestConcurrentCreatesAgree(t *testing.T) {
+	dir := testenv.NewStateDir(t)
+	testenv.WriteConfig(t, dir, "keyd", "50-agree.toml", "max_requests = 64\n")
+	d := testenv.StartDev(t, dir)
+	ctx := context.Background()
+	const clients = 8
+	clientsList := make([]*keys.Client, clients)
+	for i := range clientsList {
+		clientsList[i] = keys.NewWithConns(d.Socket("keyd"), 1)
+		defer clientsList[i].Close()
+	}
+	// all runs f on every client at once and returns the answers.
+	all := func(f func(c *keys.Client) (string, error)) []string {
+		out := make([]string, clients)
+		errs := make([]error, clients)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, c := range clientsList {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				out[i], errs[i] = f(c)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return out
+	}
+	first := all(func(c *keys.Client) (string, error) { return c.CreateKey(ctx, "first", "sign") })
+	for round := 0; round < 10; round++ {
+		id := fmt.Sprintf("agree-key-%d", round)
+		sigs := all(func(c *keys.Client) (string, error) {
+			h, err := c.CreateKey(ctx, id, "sign")
+			if err != nil {
+				return "", err
+			}
+			s, err := c.SignHMAC(ctx, h, []byte("m"))
+			return string(s), err
+		})
+		pair := fmt.Sprintf("agree-pair-%d", round)
+		points := all(func(c *keys.Client) (string, error) {
+			h, err := c.CreateKeyPair(ctx, pair, "ec-p256")
+			if err != nil {
+				return "", err
+			}
+			return c.Parameter(ctx, h, "ec-point")
+		})
+		for i := 1; i < clients; i++ {
+			if sigs[i] != sigs[0] {
+				t.Fatalf("round %d: concurrent creates of %q gave different keys", round, id)
+			}
+			if points[i] != points[0] {
+				t.Fatalf("round %d: concurrent creates of %q gave different key pairs", round, pair)
+			}
+		}
+	}
+	for i, h := range first {
+		if _, err := clientsList[0].SignHMAC(ctx, h, []byte("m")); err != nil {
+			t.Errorf("handle %d of the first concurrent requests: %v", i, err)
+		}
+	}
+}

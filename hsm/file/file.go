@@ -45,6 +45,27 @@ func write(loc hsm.Location, b []byte) error {
 	return atomicfile.Write(loc.Path, b, 0o600)
 }
 
+// create writes a generated key where none was (existed false) or where an unusable one
+// is (existed true). A key that appears meanwhile — another request creating the same
+// ID — is kept if usable, so that concurrent creates agree on one key (the handle
+// validation key above all: a second one would void the handles signed with the first).
+func create(loc hsm.Location, b []byte, existed bool, usable func([]byte) bool) error {
+	if existed {
+		return write(loc, b)
+	}
+	if err := os.MkdirAll(filepath.Dir(loc.Path), 0o700); err != nil {
+		return fmt.Errorf("create key directory for %s: %w", loc, err)
+	}
+	err := atomicfile.WriteNew(loc.Path, b, 0o600)
+	if !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if cur, rerr := read(loc); rerr == nil && usable(cur) {
+		return nil
+	}
+	return write(loc, b)
+}
+
 // GenerateKey writes 32 random bytes unless a non-empty key is there.
 func (Store) GenerateKey(loc hsm.Location, _ hsm.Usage) error {
 	b, err := read(loc)
@@ -58,7 +79,7 @@ func (Store) GenerateKey(loc hsm.Location, _ hsm.Usage) error {
 	if _, err := rand.Read(key); err != nil {
 		return err
 	}
-	return write(loc, key)
+	return create(loc, key, b != nil, func(cur []byte) bool { return len(cur) > 0 })
 }
 
 // ImportKey overwrites the key with the given bytes.
@@ -195,7 +216,10 @@ func (Store) GenerateKeyPair(loc hsm.Location, algs []hsm.Algorithm) error {
 	if err != nil {
 		return err
 	}
-	return write(loc, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	return create(loc, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), b != nil, func(cur []byte) bool {
+		_, err := parsePrivateKey(cur)
+		return err == nil
+	})
 }
 
 // HasKeyPair reports whether a parsable key pair is stored.

@@ -4,17 +4,53 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
 
 // Write replaces path with data, created with mode perm.
 func Write(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	tmp, err := writeTemp(path, data, perm)
 	if err != nil {
-		return fmt.Errorf("create temp file for %q: %w", path, err)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("rename temp file onto %q: %w", path, err)
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// WriteNew creates path with data unless something is there already, in which case it
+// returns an error that matches fs.ErrExist and leaves the file alone. The content is
+// written and synced under a temp name and hard-linked into place, so that of concurrent
+// creators exactly one wins and a crash leaves no partial file. On a file system without
+// hard links it falls back to Write's rename, which is not exclusive.
+func WriteNew(path string, data []byte, perm os.FileMode) error {
+	tmp, err := writeTemp(path, data, perm)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return fmt.Errorf("rename temp file onto %q: %w", path, err)
+		}
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
+// writeTemp writes data to a synced, closed temp file beside path and returns its name.
+func writeTemp(path string, data []byte, perm os.FileMode) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("create temp file for %q: %w", path, err)
 	}
 	tmp := f.Name()
 	ok := false
@@ -25,22 +61,20 @@ func Write(path string, data []byte, perm os.FileMode) error {
 		}
 	}()
 	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("chmod temp file for %q: %w", path, err)
+		return "", fmt.Errorf("chmod temp file for %q: %w", path, err)
 	}
 	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write temp file for %q: %w", path, err)
+		return "", fmt.Errorf("write temp file for %q: %w", path, err)
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync temp file for %q: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close temp file for %q: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename temp file onto %q: %w", path, err)
+		return "", fmt.Errorf("sync temp file for %q: %w", path, err)
 	}
 	ok = true
-	return SyncDir(dir)
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("close temp file for %q: %w", path, err)
+	}
+	return tmp, nil
 }
 
 // Rename moves from onto to and makes the rename durable.
