@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+
+	"github.com/iotbroker/aziot/hsm/pkcs11/p11uri"
 )
 
 // Config is keyd's [aziot_keys] and [preloaded_keys].
@@ -27,12 +29,17 @@ type Keystore struct {
 	pkcs11 Backend // nil unless a PKCS#11 library is configured
 }
 
-// NewKeystore validates cfg (an invalid preloaded URI is fatal, as upstream) and returns
-// a keystore over the given backends.
+// NewKeystore validates cfg (an invalid preloaded URI or base slot is fatal, as
+// upstream) and returns a keystore over the given backends.
 func NewKeystore(cfg Config, file, pkcs11 Backend) (*Keystore, error) {
 	for id, uri := range cfg.Preloaded {
 		if _, err := parseLocationURI(uri); err != nil {
 			return nil, fmt.Errorf("preloaded key %q: %w", id, err)
+		}
+	}
+	if cfg.PKCS11BaseSlot != "" {
+		if _, err := p11uri.Parse(cfg.PKCS11BaseSlot); err != nil {
+			return nil, fmt.Errorf("pkcs11_base_slot %s: %w", redactPIN(cfg.PKCS11BaseSlot), err)
 		}
 	}
 	return &Keystore{cfg: cfg, file: file, pkcs11: pkcs11}, nil
@@ -47,6 +54,9 @@ func parseLocationURI(uri string) (Location, error) {
 		}
 		return Location{Path: u.Path}, nil
 	case strings.HasPrefix(uri, "pkcs11:"):
+		if _, err := p11uri.Parse(uri); err != nil {
+			return Location{}, fmt.Errorf("invalid PKCS#11 URI %s: %w", redactPIN(uri), err)
+		}
 		return Location{URI: uri}, nil
 	}
 	return Location{}, fmt.Errorf("unsupported key URI scheme in %q", redactPIN(uri))
@@ -79,13 +89,12 @@ func (k *Keystore) locations(id string) ([]Location, error) {
 	}
 	var locs []Location
 	if k.pkcs11 != nil && k.cfg.PKCS11BaseSlot != "" {
-		base := strings.TrimSuffix(k.cfg.PKCS11BaseSlot, ";")
-		path, query, _ := strings.Cut(base, "?")
-		uri := path + ";object=" + pkcs11Escape(id)
-		if query != "" {
-			uri += "?" + query
+		// Keys by ID live in the base slot under their ID as label (upstream).
+		base, err := p11uri.Parse(k.cfg.PKCS11BaseSlot)
+		if err != nil {
+			return nil, fmt.Errorf("pkcs11_base_slot %s: %w", redactPIN(k.cfg.PKCS11BaseSlot), err)
 		}
-		locs = append(locs, Location{URI: uri})
+		locs = append(locs, Location{URI: base.WithObject(id).Format()})
 	}
 	if k.cfg.HomedirPath != "" {
 		locs = append(locs, Location{Path: filepath.Join(k.cfg.HomedirPath, "keys", FileName(id, ".key"))})
@@ -96,19 +105,6 @@ func (k *Keystore) locations(id string) ([]Location, error) {
 	return locs, nil
 }
 
-func pkcs11Escape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x80 && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			b.WriteByte(c)
-		} else {
-			fmt.Fprintf(&b, "%%%02X", c)
-		}
-	}
-	return b.String()
-}
-
 func (k *Keystore) backend(loc Location) Backend {
 	if loc.URI != "" {
 		return k.pkcs11
@@ -116,37 +112,46 @@ func (k *Keystore) backend(loc Location) Backend {
 	return k.file
 }
 
-// CreateKey generates a symmetric key unless one exists; it falls back to the next
-// location when the token cannot hold the key.
+// CreateKey generates a symmetric key unless one exists at any location (upstream
+// loads before it creates). Generation falls back to the next location only when the
+// token cannot hold the key (ErrUnsupported: no such mechanism, or a failed AES-GCM
+// self-test); any other failure, such as a wrong PIN, is the answer.
 func (k *Keystore) CreateKey(id string, usage Usage) error {
+	if _, err := k.findKey(id); err == nil || !errors.Is(err, ErrNotFound) {
+		return err
+	}
 	locs, err := k.locations(id)
 	if err != nil {
 		return err
 	}
-	var lastErr error
-	for _, loc := range locs {
-		if err := k.backend(loc).GenerateKey(loc, usage); err != nil {
-			lastErr = fmt.Errorf("create key %q at %s: %w", id, loc, err)
-			continue
-		}
-		return nil
-	}
-	return lastErr
+	return k.createAt(locs, "create key", id, func(loc Location) error {
+		return k.backend(loc).GenerateKey(loc, usage)
+	})
 }
 
-// ImportKey stores key bytes under id, overwriting, with the same fallback as CreateKey.
+// ImportKey stores key bytes under id, overwriting, with the same fallback as CreateKey
+// (a token refuses, for instance, HMAC keys shorter than 32 bytes).
 func (k *Keystore) ImportKey(id string, key []byte, usage Usage) error {
 	locs, err := k.locations(id)
 	if err != nil {
 		return err
 	}
+	return k.createAt(locs, "import key", id, func(loc Location) error {
+		return k.backend(loc).ImportKey(loc, key, usage)
+	})
+}
+
+func (k *Keystore) createAt(locs []Location, what, id string, create func(Location) error) error {
 	var lastErr error
 	for _, loc := range locs {
-		if err := k.backend(loc).ImportKey(loc, key, usage); err != nil {
-			lastErr = fmt.Errorf("import key %q at %s: %w", id, loc, err)
-			continue
+		err := create(loc)
+		if err == nil {
+			return nil
 		}
-		return nil
+		lastErr = fmt.Errorf("%s %q at %s: %w", what, id, loc, err)
+		if !errors.Is(err, ErrUnsupported) {
+			return lastErr
+		}
 	}
 	return lastErr
 }

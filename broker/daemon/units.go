@@ -43,7 +43,8 @@ func buildKeyd(mainPath, dirPath string, log *slog.Logger) (Running, error) {
 	if err := config.Load(mainPath, dirPath, &cfg); err != nil {
 		return nil, err
 	}
-	svc, err := keyd.New(&cfg, keyd.Options{Log: log, PKCS11: nil})
+	p11 := keyd.PKCS11Backend(cfg.AziotKeys["pkcs11_lib_path"], log)
+	svc, err := keyd.New(&cfg, keyd.Options{Log: log, PKCS11: p11})
 	if err != nil {
 		return nil, err
 	}
