@@ -183,6 +183,9 @@ func TestNodeSuite(t *testing.T) {
 			}
 			r = s.run(map[string]any{"op": "send", "host": r.State["assignedHub"], "deviceId": tc.regID, "cert": tc.cert, "key": string(kp)})
 			if !r.OK {
+				for _, le := range e.Log() {
+					t.Logf("%s %s %s %d %v %s", le.Listener, le.Method, le.Path, le.Status, le.ClientCert, le.ResponseBody)
+				}
 				t.Fatalf("x509 sendEvent %s: %+v", tc.regID, r)
 			}
 		}
@@ -309,7 +312,7 @@ func TestNodeSuite(t *testing.T) {
 			})
 		}
 		// Device client with a wrong key: 401 → UnauthorizedError.
-		r := s.run(map[string]any{"op": "send", "host": hubHost, "deviceId": "node-sym", "key": groupKey})
+		r := s.run(map[string]any{"op": "send", "host": hubHost, "deviceId": "node-sym", "key": groupKey, "noRetry": true})
 		if r.OK || r.Name != "UnauthorizedError" {
 			t.Fatalf("device-http with a wrong key: %+v", r)
 		}

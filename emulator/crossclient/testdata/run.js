@@ -8,6 +8,7 @@ const { X509Security } = require('azure-iot-security-x509');
 const { Client, Message } = require('azure-iot-device');
 const DeviceHttp = require('azure-iot-device-http').Http;
 const { Registry } = require('azure-iothub');
+const { NoRetry } = require('azure-iot-common');
 
 function fail(e) {
   return {
@@ -42,11 +43,17 @@ async function sendEvent(cmd) {
   let client;
   if (cmd.cert) {
     client = Client.fromConnectionString(`HostName=${cmd.host};DeviceId=${cmd.deviceId};x509=true`, DeviceHttp);
-    await client.setOptions({ cert: cmd.cert, key: cmd.key });
+    // Not awaited: the HTTP transport applies cert options synchronously but never calls
+    // back for options without receiver settings (azure-iot-device-http 1.14.4).
+    client.setOptions({ cert: cmd.cert, key: cmd.key }).catch(() => {});
   } else if (cmd.sas) {
     client = Client.fromSharedAccessSignature(cmd.sas, DeviceHttp);
   } else {
     client = Client.fromConnectionString(`HostName=${cmd.host};DeviceId=${cmd.deviceId};SharedAccessKey=${cmd.key}`, DeviceHttp);
+  }
+  if (cmd.noRetry) {
+    // The default policy keeps retrying a 401 for about 90 s.
+    client.setRetryPolicy(new NoRetry());
   }
   const msg = new Message('hello from node');
   msg.properties.add('k', 'v');
@@ -85,7 +92,7 @@ async function registry(cmd) {
 
 async function main() {
   const cmd = JSON.parse(process.argv[2]);
-  const timer = setTimeout(() => { console.log(JSON.stringify({ ok: false, name: 'Timeout' })); process.exit(3); }, (cmd.timeoutSec || 60) * 1000);
+  const timer = setTimeout(() => { console.log(JSON.stringify({ ok: false, name: 'Timeout' })); process.exit(3); }, (cmd.timeoutSec || 20) * 1000);
   let res;
   try {
     if (cmd.op === 'register') res = await register(cmd);
@@ -96,7 +103,8 @@ async function main() {
     res = fail(e);
   }
   clearTimeout(timer);
-  console.log(JSON.stringify(res));
+  // Exit explicitly: a failed client keeps token-renewal timers alive.
+  process.stdout.write(JSON.stringify(res) + '\n', () => process.exit(0));
 }
 
 main();
