@@ -2,6 +2,8 @@ package keyd
 
 import (
 	"log/slog"
+	"os"
+	"strconv"
 
 	"github.com/iotbroker/aziot/hsm"
 	"github.com/iotbroker/aziot/hsm/file"
@@ -17,5 +19,11 @@ func PKCS11Backend(libPath string, log *slog.Logger) hsm.Backend {
 	if libPath == "" {
 		return nil // an untyped nil: keyd tests the interface against nil
 	}
-	return pkcs11.New(libPath, pkcs11.Options{Log: log})
+	opts := pkcs11.Options{Log: log}
+	// [aziot_keys] takes no other settings (config.md §3.1), so session handling is set
+	// from the environment: 0 for a TPM without resource manager (docs/hsm.md).
+	if v, err := strconv.Atoi(os.Getenv("AZIOT_KEYD_PKCS11_SESSIONS")); err == nil {
+		opts.MaxSessions, opts.OneShot = v, v == 0
+	}
+	return pkcs11.New(libPath, opts)
 }

@@ -19,6 +19,12 @@ type Options struct {
 	// MaxSessions bounds the sessions kept open per token (default 16). Requests beyond
 	// it wait for a free session.
 	MaxSessions int
+	// OneShot runs one operation at a time per token on a session opened, logged in
+	// and closed for it. tpm2-pkcs11 keeps every key it used loaded in the TPM until the
+	// last session closes, and a TPM holds about three: without a resource manager
+	// (/dev/tpmrm0 or tpm2-abrmd), as on a bare swtpm, only this works. Slow: one
+	// login per operation.
+	OneShot bool
 	// Wait is the longest a request waits for a free session (default 30 s).
 	Wait time.Duration
 	// RetryDelay is the least time between two attempts to load or reset a failing
@@ -33,6 +39,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.MaxSessions <= 0 {
 		o.MaxSessions = 16
+	}
+	if o.OneShot {
+		o.MaxSessions = 1
 	}
 	if o.Wait <= 0 {
 		o.Wait = 30 * time.Second

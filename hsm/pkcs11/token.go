@@ -108,7 +108,7 @@ func (t *token) login(s pkcs11.SessionHandle, pin string) error {
 // release returns s to the pool, or closes it when the operation showed the session or
 // token is no longer good.
 func (t *token) release(s pkcs11.SessionHandle, err error) {
-	if err != nil && classify(err) != failOp || t.dead.Load() {
+	if err != nil && classify(err) != failOp || t.dead.Load() || t.opts.OneShot {
 		t.close(s)
 		return
 	}
