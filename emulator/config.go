@@ -111,11 +111,11 @@ type AllocationRequest struct {
 // AllocationResult is a custom allocator's answer. Failure != "" fails the registration
 // with ErrorCode (default 400207, "custom allocation failed").
 type AllocationResult struct {
-	Hub          string
-	Payload      []byte // JSON returned as registrationState.payload (nil: omitted)
-	Failure      string
-	ErrorCode    int
-	DeviceID     string // overrides the enrollment's device ID when set
+	Hub       string
+	Payload   []byte // JSON returned as registrationState.payload (nil: omitted)
+	Failure   string
+	ErrorCode int
+	DeviceID  string // overrides the enrollment's device ID when set
 }
 
 var defaultDPSAPIVersions = []string{"2019-03-31", "2021-06-01", "2021-10-01", "2025-07-01-preview", "2026-04-01", "2026-11-02-preview"}

@@ -14,10 +14,10 @@ type attestation struct {
 	kind       string
 	enrollment *Enrollment
 	enKey      string
-	deviceKeys [2]string          // symmetric: the device's (derived for groups) keys
-	leaf       *x509.Certificate  // X.509: the presented leaf
-	signing    *x509.Certificate  // X.509 group: the signing certificate
-	ek, srk    []byte             // TPM: EK and SRK public areas from round 1
+	deviceKeys [2]string         // symmetric: the device's (derived for groups) keys
+	leaf       *x509.Certificate // X.509: the presented leaf
+	signing    *x509.Certificate // X.509 group: the signing certificate
+	ek, srk    []byte            // TPM: EK and SRK public areas from round 1
 }
 
 type tpmChallenge struct {

@@ -39,15 +39,15 @@ const (
 
 // Malformed variants for FaultMalformed.
 const (
-	MalformedContentType      = "content_type"        // DPS/Hub: text/plain; EST: wrong content type
-	MalformedContentTypeUpper = "content_type_upper"  // EST: Application/PKCS7-MIME
-	MalformedNonJSON          = "non_json"            // body is not JSON
-	MalformedMissingStatus    = "missing_status"      // DPS 202 without status
+	MalformedContentType      = "content_type"       // DPS/Hub: text/plain; EST: wrong content type
+	MalformedContentTypeUpper = "content_type_upper" // EST: Application/PKCS7-MIME
+	MalformedNonJSON          = "non_json"           // body is not JSON
+	MalformedMissingStatus    = "missing_status"     // DPS 202 without status
 	MalformedMissingRegState  = "missing_registration_state"
-	MalformedErrorCodeString  = "error_code_string"   // DPS failed state with "errorCode":"400209"
-	MalformedPEM              = "pem"                 // EST: PEM body instead of base64
-	MalformedNoCerts          = "no_certs"            // EST: certs-only without certificates
-	MalformedFullChain        = "full_chain"          // EST: simpleenroll returns leaf + chain
+	MalformedErrorCodeString  = "error_code_string" // DPS failed state with "errorCode":"400209"
+	MalformedPEM              = "pem"               // EST: PEM body instead of base64
+	MalformedNoCerts          = "no_certs"          // EST: certs-only without certificates
+	MalformedFullChain        = "full_chain"        // EST: simpleenroll returns leaf + chain
 )
 
 // Fault is one entry of a fault plan. Empty targeting fields match everything.
@@ -66,18 +66,18 @@ type Fault struct {
 	Seed        uint64  `json:"seed,omitempty" toml:"seed"`
 
 	// Parameters.
-	Status       int           `json:"status,omitempty" toml:"status"`            // server_error: 500 or 503
-	RetryAfter   int           `json:"retryAfter,omitempty" toml:"retry_after"`   // throttle / est_pending
-	Delay        time.Duration `json:"delay,omitempty" toml:"delay"`              // delay
-	MidBody      bool          `json:"midBody,omitempty" toml:"mid_body"`         // delay after headers and half the body
-	ResetPoint   string        `json:"resetPoint,omitempty" toml:"reset_point"`   // reset
-	TLSMode      string        `json:"tlsMode,omitempty" toml:"tls_mode"`         // tls_fail
-	Variant      string        `json:"variant,omitempty" toml:"variant"`          // malformed
-	ErrorCode    int           `json:"errorCode,omitempty" toml:"error_code"`     // fail_registration
+	Status       int           `json:"status,omitempty" toml:"status"`          // server_error: 500 or 503
+	RetryAfter   int           `json:"retryAfter,omitempty" toml:"retry_after"` // throttle / est_pending
+	Delay        time.Duration `json:"delay,omitempty" toml:"delay"`            // delay
+	MidBody      bool          `json:"midBody,omitempty" toml:"mid_body"`       // delay after headers and half the body
+	ResetPoint   string        `json:"resetPoint,omitempty" toml:"reset_point"` // reset
+	TLSMode      string        `json:"tlsMode,omitempty" toml:"tls_mode"`       // tls_fail
+	Variant      string        `json:"variant,omitempty" toml:"variant"`        // malformed
+	ErrorCode    int           `json:"errorCode,omitempty" toml:"error_code"`   // fail_registration
 	ErrorMessage string        `json:"errorMessage,omitempty" toml:"error_message"`
-	Polls        int           `json:"polls,omitempty" toml:"polls"`              // assign_after: N polls in assigning
-	For          time.Duration `json:"for,omitempty" toml:"for"`                  // assign_after: T in assigning
-	Never        bool          `json:"never,omitempty" toml:"never"`              // assign_after: never finishes
+	Polls        int           `json:"polls,omitempty" toml:"polls"` // assign_after: N polls in assigning
+	For          time.Duration `json:"for,omitempty" toml:"for"`     // assign_after: T in assigning
+	Never        bool          `json:"never,omitempty" toml:"never"` // assign_after: never finishes
 
 	matched int
 	fired   int

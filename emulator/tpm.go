@@ -178,14 +178,14 @@ func hmacKeyObject(key []byte, random func(int) []byte) (pub, sens []byte) {
 	pub = binary.BigEndian.AppendUint16(nil, tpmAlgKeyedHash)
 	pub = binary.BigEndian.AppendUint16(pub, tpmAlgSHA256)
 	pub = binary.BigEndian.AppendUint32(pub, hmacKeyAttributes)
-	pub = append(pub, tpm2b(nil)...)                            // authPolicy
-	pub = binary.BigEndian.AppendUint16(pub, tpmAlgHMAC)        // scheme
-	pub = binary.BigEndian.AppendUint16(pub, tpmAlgSHA256)      // scheme hash
-	pub = append(pub, tpm2b(unique[:])...)                      // unique
-	sens = binary.BigEndian.AppendUint16(nil, tpmAlgKeyedHash)  // sensitiveType
-	sens = append(sens, tpm2b(nil)...)                          // authValue
-	sens = append(sens, tpm2b(obfuscation)...)                  // seedValue
-	sens = append(sens, tpm2b(key)...)                          // sensitive
+	pub = append(pub, tpm2b(nil)...)                           // authPolicy
+	pub = binary.BigEndian.AppendUint16(pub, tpmAlgHMAC)       // scheme
+	pub = binary.BigEndian.AppendUint16(pub, tpmAlgSHA256)     // scheme hash
+	pub = append(pub, tpm2b(unique[:])...)                     // unique
+	sens = binary.BigEndian.AppendUint16(nil, tpmAlgKeyedHash) // sensitiveType
+	sens = append(sens, tpm2b(nil)...)                         // authValue
+	sens = append(sens, tpm2b(obfuscation)...)                 // seedValue
+	sens = append(sens, tpm2b(key)...)                         // sensitive
 	return pub, sens
 }
 
