@@ -4,6 +4,10 @@
 package policy
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
@@ -86,6 +90,16 @@ func anyTerm(v any) *ast.Term {
 		return ast.UIntNumberTerm(uint64(x))
 	case int64:
 		return ast.IntNumberTerm(int(x))
+	case uint64:
+		return ast.UIntNumberTerm(x)
+	case float64:
+		return ast.FloatNumberTerm(x)
+	case map[string]string:
+		terms := make([][2]*ast.Term, 0, len(x))
+		for k, v := range x {
+			terms = append(terms, [2]*ast.Term{ast.StringTerm(k), ast.StringTerm(v)})
+		}
+		return ast.ObjectTerm(terms...)
 	case []string:
 		ts := make([]*ast.Term, len(x))
 		for i, s := range x {
@@ -113,4 +127,77 @@ func anyTerm(v any) *ast.Term {
 		}
 		return ast.NewTerm(t)
 	}
+}
+
+// document is the JSON form of an input (what `input` is in Rego).
+type document struct {
+	InputVersion int            `json:"input_version"`
+	Service      string         `json:"service"`
+	Operation    string         `json:"operation"`
+	APIVersion   string         `json:"api_version"`
+	Caller       Caller         `json:"caller"`
+	Resource     map[string]any `json:"resource,omitempty"`
+	Request      map[string]any `json:"request,omitempty"`
+}
+
+// MarshalJSON writes the input document as the policy sees it (with input_version).
+func (in Input) MarshalJSON() ([]byte, error) {
+	return json.Marshal(document{InputVersion: InputVersion, Service: in.Service, Operation: in.Operation,
+		APIVersion: in.APIVersion, Caller: in.Caller, Resource: in.Resource, Request: in.Request})
+}
+
+// ParseInput reads an input document (JSON). Unknown fields are refused, so that a typo
+// in a hand-written input does not silently evaluate as an absent field; input_version,
+// when present, must be InputVersion.
+func ParseInput(b []byte) (*Input, error) {
+	var doc struct {
+		InputVersion *int `json:"input_version"`
+		document
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("input: %w", err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("input: trailing data after the document")
+	}
+	if doc.InputVersion != nil && *doc.InputVersion != InputVersion {
+		return nil, fmt.Errorf("input: input_version %d is not %d", *doc.InputVersion, InputVersion)
+	}
+	in := &Input{Service: doc.Service, Operation: doc.Operation, APIVersion: doc.APIVersion,
+		Caller: doc.Caller, Resource: normalizeNumbers(doc.Resource), Request: normalizeNumbers(doc.Request)}
+	in.Caller.Principal = normalizeNumbers(in.Caller.Principal)
+	return in, nil
+}
+
+// normalizeNumbers turns json.Number values into int64 or float64.
+func normalizeNumbers(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	return normalize(m).(map[string]any)
+}
+
+func normalize(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = normalize(e)
+		}
+		return x
+	case []any:
+		for i, e := range x {
+			x[i] = normalize(e)
+		}
+		return x
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	}
+	return v
 }
