@@ -243,11 +243,11 @@ func ecPublicKey(params, point []byte) (*ecdsa.PublicKey, error) {
 			point = inner
 		}
 	}
-	x, y := elliptic.Unmarshal(curve, point) //nolint:staticcheck // only way to get x, y for any curve
-	if x == nil {
-		return nil, errors.New("token returned an invalid EC point")
+	pub, err := ecdsa.ParseUncompressedPublicKey(curve, point)
+	if err != nil {
+		return nil, fmt.Errorf("token returned an invalid EC point: %w", err)
 	}
-	return &ecdsa.PublicKey{Curve: curve, X: x, Y: y}, nil
+	return pub, nil
 }
 
 // private finds both halves and checks the private key's type.

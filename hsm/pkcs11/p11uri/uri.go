@@ -30,7 +30,7 @@ type URI struct {
 func Parse(s string) (*URI, error) {
 	rest, ok := strings.CutPrefix(s, "pkcs11:")
 	if !ok {
-		return nil, errors.New("PKCS#11 URI must start with pkcs11:")
+		return nil, errors.New(`PKCS#11 URI must start with "pkcs11:"`)
 	}
 	path, query, _ := strings.Cut(rest, "?")
 	u := &URI{}

@@ -18,7 +18,7 @@ func TestParse(t *testing.T) {
 		{in: "pkcs11:token=t;object=;id=%01;manufacturer=x?pin-source=file:/x&pin-value=a%26b",
 			want: URI{Token: "t", HasToken: true, HasObject: true, PIN: "a&b", HasPIN: true}},
 		{in: "pkcs11:token=a+b", want: URI{Token: "a+b", HasToken: true}},
-		{in: "file:///x", err: "must start with pkcs11:"},
+		{in: "file:///x", err: `must start with "pkcs11:"`},
 		{in: "pkcs11:", err: "needs a slot-id or a token"},
 		{in: "pkcs11:object=x", err: "needs a slot-id or a token"},
 		{in: "pkcs11:slot-id=-1", err: "not a slot number"},
