@@ -511,7 +511,7 @@ func filterEvents(events []*topdown.Event, keep func(*topdown.Event) bool) []*to
 // clockBuiltins read the clock or the world without being flagged nondeterministic by OPA
 // (they compare against the current time internally).
 var clockBuiltins = map[string]bool{
-	"io.jwt.decode_verify": true,
+	"io.jwt.decode_verify":                                   true,
 	"crypto.x509.parse_and_verify_certificates":              true,
 	"crypto.x509.parse_and_verify_certificates_with_options": true,
 }

@@ -173,13 +173,10 @@ func checkID(r *broker.Request, id string) error {
 	return nil
 }
 
-// authorizeID runs the policy for an operation naming key id.
-func (s *Service) authorizeID(r *broker.Request, op, id string, extra map[string]any) error {
-	res := map[string]any{"key_id": id}
-	for k, v := range extra {
-		res[k] = v
-	}
-	if err := r.Authorize(op, res, nil, notAuthorized(r.Caller.UID, id)); err != nil {
+// authorizeID runs the policy for an operation naming key id; request holds the request's
+// other non-secret fields (docs/policy.md, operation catalogue).
+func (s *Service) authorizeID(r *broker.Request, op, id string, request map[string]any) error {
+	if err := r.Authorize(op, map[string]any{"key_id": id}, request, notAuthorized(r.Caller.UID, id)); err != nil {
 		return err
 	}
 	return checkID(r, id)
