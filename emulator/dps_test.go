@@ -329,6 +329,8 @@ func TestDPSX509(t *testing.T) {
 	uLeaf, uKey, _ := unverCA.IssueLeaf("x509-unv", time.Hour, nil, nil)
 	strangerCA, _ := NewRootCA("stranger")
 	sLeaf, sKey, _ := strangerCA.IssueLeaf("x509-str", time.Hour, nil, nil)
+	// Checklist: X.509 registration completes with assign_after = 3 as well.
+	e.AddFault(Fault{Kind: FaultAssignAfter, Polls: 3})
 
 	cases := []struct {
 		name, regID string

@@ -41,6 +41,8 @@ func startEmu(t *testing.T, cfg Config) *Emulator {
 type client struct {
 	t    *testing.T
 	http *http.Client
+	// lax turns off the Content-Type check of do (tests of the malformed knob).
+	lax bool
 }
 
 func newClient(t *testing.T, e *Emulator, cert *x509.Certificate, key crypto.Signer, chain ...*x509.Certificate) *client {
@@ -77,6 +79,10 @@ func (c *client) do(method, url string, hdr map[string]string, body []byte) resp
 	r, err := c.try(method, url, hdr, body)
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", method, url, err)
+	}
+	// Checklist item: every JSON response carries application/json; charset=utf-8.
+	if !c.lax && len(r.body) > 0 && (r.body[0] == '{' || r.body[0] == '[') && r.header.Get("Content-Type") != jsonContentType {
+		c.t.Errorf("%s %s: JSON answer with Content-Type %q", method, url, r.header.Get("Content-Type"))
 	}
 	return r
 }
