@@ -1,9 +1,9 @@
 package emulator
 
 import (
-	"encoding/base64"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"strings"

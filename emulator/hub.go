@@ -1,9 +1,7 @@
 package emulator
 
 import (
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"net/http"
 	"sort"
 	"strings"
@@ -293,11 +291,6 @@ func (e *Emulator) hubX509(rc *reqCtx, h *hubState, dev string, chain []*x509.Ce
 		return &principal{device: d.DeviceID}, nil
 	}
 	return deny("device does not use X.509 authentication")
-}
-
-func sha256Hex(b []byte) string {
-	s := sha256.Sum256(b)
-	return strings.ToUpper(hex.EncodeToString(s[:]))
 }
 
 func (e *Emulator) hubListModules(r *http.Request, h *hubState, dev string) hubResult {

@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"crypto/tls"
-	"net/http"
 	"sync"
 	"time"
 )
@@ -89,35 +88,3 @@ func certInfo(cs *tls.ConnectionState) *CertInfo {
 	s1, _ := Thumbprints(c)
 	return &CertInfo{Subject: c.Subject.String(), Issuer: c.Issuer.String(), Thumbprint: s1}
 }
-
-// recorder captures the status and body written by a handler.
-type recorder struct {
-	http.ResponseWriter
-	status int
-	body   []byte
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	if len(r.body) < 1<<16 {
-		r.body = append(r.body, b...)
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-func (r *recorder) Flush() {
-	if f, ok := r.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
