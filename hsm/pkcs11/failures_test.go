@@ -1,6 +1,7 @@
 package pkcs11_test
 
 import (
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"errors"
 	"os"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/iotbroker/aziot/hsm"
 	"github.com/iotbroker/aziot/hsm/pkcs11"
-	"github.com/iotbroker/aziot/hsm/pkcs11/p11test"
 	"github.com/iotbroker/aziot/hsm/pkcs11/p11uri"
 )
 
@@ -155,6 +155,36 @@ func TestConcurrentSigners(t *testing.T) {
 	if st.TokenSessions >= 0 && st.TokenSessions != st.Open {
 		t.Fatalf("token counts %d sessions, pool %d", st.TokenSessions, st.Open)
 	}
-	_ = p11test.SoftHSMLib
-	_ = errors.New
+}
+
+// TestObjectDeletedByAnotherProcess: a cached object handle that another process made
+// stale is found out: the operation answers "not found", never a wrong key.
+func TestObjectDeletedByAnotherProcess(t *testing.T) {
+	tk, b := newToken(t)
+	l := loc(tk, "ext")
+	if err := b.GenerateKeyPair(l, []hsm.Algorithm{hsm.ECP256}); err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("m"))
+	if _, err := b.SignECDSA(l, digest[:]); err != nil { // caches the handles
+		t.Fatal(err)
+	}
+	for _, typ := range []string{"privkey", "pubkey"} {
+		tk.Tool(t, "--delete-object", "--type", typ, "--label", "ext")
+	}
+	if _, err := b.SignECDSA(l, digest[:]); !errors.Is(err, hsm.ErrNotFound) {
+		t.Fatalf("sign with a key deleted elsewhere = %v, want ErrNotFound", err)
+	}
+	// Made again (here by us), it is found and used.
+	if err := b.GenerateKeyPair(l, []hsm.Algorithm{hsm.ECP256}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := b.PublicKey(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := b.SignECDSA(l, digest[:])
+	if err != nil || !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), digest[:], sig) {
+		t.Fatalf("new key: %v", err)
+	}
 }

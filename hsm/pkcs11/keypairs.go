@@ -167,6 +167,9 @@ func (b *Backend) Move(from, to hsm.Location) error {
 			return err
 		}
 		label := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, tu.Object)}
+		for _, class := range []uint{pkcs11.CKO_PUBLIC_KEY, pkcs11.CKO_PRIVATE_KEY} {
+			c.t.forget(class, fu.Object)
+		}
 		for _, o := range []pkcs11.ObjectHandle{priv, pub} {
 			if err := c.ctx.SetAttributeValue(c.s, o, label); err != nil {
 				return fmt.Errorf("relabel: %w", err)

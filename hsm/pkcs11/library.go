@@ -216,11 +216,11 @@ func (l *library) dropToken(t *token) {
 }
 
 // with runs fn on a session of the token u names. A lost session, token or library is
-// recovered from: the failed state is dropped and fn runs again, at most twice (a stale
-// session can reveal a re-initialised token, which then needs the library reloaded).
+// recovered from: the failed state is dropped and fn runs again, at most three times (a stale
+// handle reveals a re-initialised token, which then needs the library reloaded).
 func (l *library) with(u *p11uri.URI, fn func(*conn) error) error {
 	var err error
-	for attempt := 0; attempt < 3; attempt++ { // session, then token, then library
+	for attempt := 0; attempt < 4; attempt++ { // first try, then session, token, library
 		var gen uint64
 		var t *token
 		gen, t, err = l.try(u, fn)
@@ -237,7 +237,11 @@ func (l *library) with(u *p11uri.URI, fn func(*conn) error) error {
 		case failOp:
 			return err
 		case failSession:
-			// release closed the session; the retry opens or takes another.
+			// release closed the session; the retry opens or takes another, and finds
+			// its objects again (a cached handle may be what failed).
+			if t != nil {
+				t.clearHandles()
+			}
 		case failToken:
 			if t != nil {
 				l.mu.RLock()

@@ -61,9 +61,19 @@ func (c *conn) find(u *p11uri.URI, class uint, max int) ([]pkcs11.ObjectHandle, 
 
 // findOne returns the first object of class u names, and whether there was one.
 func (c *conn) findOne(u *p11uri.URI, class uint) (pkcs11.ObjectHandle, bool, error) {
+	cache := u.HasObject && c.t.cacheable()
+	key := objectKey{class, u.Object}
+	if cache {
+		if h, ok := c.t.handles.Load(key); ok {
+			return h.(pkcs11.ObjectHandle), true, nil
+		}
+	}
 	objs, err := c.find(u, class, 1)
 	if err != nil || len(objs) == 0 {
 		return 0, false, err
+	}
+	if cache {
+		c.t.handles.Store(key, objs[0])
 	}
 	return objs[0], true, nil
 }
@@ -71,6 +81,7 @@ func (c *conn) findOne(u *p11uri.URI, class uint) (pkcs11.ObjectHandle, bool, er
 // destroyAll removes every object of the given classes labelled as u says.
 func (c *conn) destroyAll(u *p11uri.URI, classes ...uint) error {
 	for _, class := range classes {
+		c.t.forget(class, u.Object)
 		// Bounded: a label should name one object per class, a few at most.
 		for range 64 {
 			objs, err := c.find(u, class, 16)

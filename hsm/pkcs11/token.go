@@ -28,6 +28,12 @@ type token struct {
 	opened, closed atomic.Int64
 	dead           atomic.Bool // dropped after a failure: close sessions, do not reuse
 
+	// handles caches object handles by class and label: PKCS#11 handles are valid in
+	// every session, and a search costs as much as the signature (SoftHSM). A handle
+	// made stale by another process fails its operation with
+	// CKR_OBJECT_HANDLE_INVALID, which clears the cache and retries.
+	handles sync.Map // objectKey → pkcs11.ObjectHandle
+
 	mu       sync.Mutex // serializes logins
 	loggedIn bool
 	badPIN   [32]byte // SHA-256 of the last PIN the token refused
@@ -149,5 +155,18 @@ func (t *token) stats() Stats {
 		Closed: t.closed.Load(),
 	}
 }
+
+type objectKey struct {
+	class uint
+	label string
+}
+
+// cacheable: tpm2-pkcs11 without resource manager logs out after every operation, and
+// its handles are not promised to survive that.
+func (t *token) cacheable() bool { return !t.opts.OneShot }
+
+func (t *token) forget(class uint, label string) { t.handles.Delete(objectKey{class, label}) }
+
+func (t *token) clearHandles() { t.handles.Clear() }
 
 var errNoLabel = errors.New("PKCS#11 keys without an object label cannot be deleted or moved")
