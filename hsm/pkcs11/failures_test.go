@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/iotbroker/aziot/hsm"
 	"github.com/iotbroker/aziot/hsm/pkcs11"
+	"github.com/iotbroker/aziot/hsm/pkcs11/p11test"
 	"github.com/iotbroker/aziot/hsm/pkcs11/p11uri"
 )
 
@@ -186,5 +188,32 @@ func TestObjectDeletedByAnotherProcess(t *testing.T) {
 	sig, err := b.SignECDSA(l, digest[:])
 	if err != nil || !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), digest[:], sig) {
 		t.Fatalf("new key: %v", err)
+	}
+}
+
+// TestLibraryAppearsLater: a library path that does not exist yet fails with an error
+// naming it, and works once the library is there, without a new backend.
+func TestLibraryAppearsLater(t *testing.T) {
+	tk, _ := newToken(t)
+	lib := filepath.Join(t.TempDir(), "libpkcs11.so")
+	b := pkcs11.New(lib, pkcs11.Options{RetryDelay: time.Millisecond})
+	l := loc(tk, "later")
+	if _, err := b.HasKey(l); err == nil || !strings.Contains(err.Error(), lib) {
+		t.Fatalf("HasKey with no library = %v", err)
+	}
+	if err := os.Symlink(p11test.SoftHSMLib, lib); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if err = b.GenerateKey(l, hsm.UsageSign); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("library not loaded once present: %v", err)
+	}
+	if _, err := b.HMAC(l, []byte("x")); err != nil {
+		t.Fatal(err)
 	}
 }
