@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 
 	"github.com/iotbroker/aziot/broker"
+	"github.com/iotbroker/aziot/internal/atomicfile"
 	"github.com/iotbroker/aziot/policy"
 	"github.com/iotbroker/aziot/sdk/certs"
 	"github.com/iotbroker/aziot/sdk/keys"
@@ -56,6 +58,8 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
+	// Temp files of writes a crash interrupted are never certs: drop them.
+	atomicfile.CleanTemps(filepath.Join(cfg.HomedirPath, "certs"))
 	s := &Service{
 		keyd:   keys.New(cfg.KeydEndpoint()),
 		log:    opts.Log,
@@ -240,8 +244,13 @@ func (s *Service) explicitIssuer(ctx context.Context, st *store, ref *certs.Issu
 	}
 	signer, err := s.keyd.Signer(ctx, *ref.PrivateKeyHandle)
 	if err != nil {
-		// A forged, unknown or unusable handle fails when the key is loaded: 500 upstream
-		// (api-certs.md §4.5), whatever keyd answered.
+		var apiErr *keys.APIError
+		if errors.As(err, &apiErr) && apiErr.Status == 400 {
+			// Upstream answers a forged, unknown or unusable handle with 500 when the key
+			// is loaded; it is the client's mistake, so we say which parameter and why
+			// (docs/RATIONALE.md).
+			return nil, broker.InvalidParameter("issuer.privateKeyHandle", lastCause(apiErr.Message))
+		}
 		return nil, broker.Internal(fmt.Errorf("load issuer key: %w", err))
 	}
 	signer.Context = ctx
@@ -310,4 +319,12 @@ func (s *Service) signWith(ctx context.Context, csr *x509.CertificateRequest, op
 		return append(cert, iss.chainPEM...), nil
 	}
 	return sign(ctx, csr, subject, opts.ExpiryDays, nil, self)
+}
+
+// lastCause is the innermost message of an upstream error chain.
+func lastCause(msg string) string {
+	if i := strings.LastIndex(msg, "\ncaused by: "); i >= 0 {
+		return msg[i+len("\ncaused by: "):]
+	}
+	return msg
 }

@@ -83,7 +83,7 @@ func (s *store) put(id string, pem []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := atomicfile.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("create cert directory: %w", err)
 	}
 	return atomicfile.Write(path, pem, 0o644)

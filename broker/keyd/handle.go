@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/iotbroker/aziot/hsm"
 )
@@ -61,14 +62,27 @@ var errNested = errors.New("nested derived keys are not supported, import the ou
 // handles issues and validates handles with the handle-validation key.
 type handles struct {
 	keys *hsm.Keystore
+	// created is set once the validation key is known to exist, so that every request
+	// does not pay for a create-if-absent (a deleted key is recreated on the next failure).
+	created atomic.Bool
 }
 
 func (h *handles) sign(sr []byte) ([]byte, error) {
+	if h.created.Load() {
+		if sig, err := h.keys.HMAC(HandleValidationKeyID, sr); err == nil {
+			return sig, nil
+		}
+		h.created.Store(false)
+	}
 	// Created on first use, as upstream does (also while rejecting a forged handle).
 	if err := h.keys.CreateKey(HandleValidationKeyID, hsm.UsageSign); err != nil {
 		return nil, fmt.Errorf("create handle validation key: %w", err)
 	}
-	return h.keys.HMAC(HandleValidationKeyID, sr)
+	sig, err := h.keys.HMAC(HandleValidationKeyID, sr)
+	if err == nil {
+		h.created.Store(true)
+	}
+	return sig, err
 }
 
 func marshalCompact(v any) []byte {

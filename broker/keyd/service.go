@@ -11,11 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"path/filepath"
 	"strings"
 	"sync"
 
 	"github.com/iotbroker/aziot/broker"
 	"github.com/iotbroker/aziot/hsm"
+	"github.com/iotbroker/aziot/internal/atomicfile"
 	"github.com/iotbroker/aziot/policy"
 	"github.com/iotbroker/aziot/sdk/keys"
 )
@@ -52,6 +54,10 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
+	}
+	if home := cfg.KeystoreConfig().HomedirPath; home != "" {
+		// Temp files of writes a crash interrupted are never keys: drop them.
+		atomicfile.CleanTemps(filepath.Join(home, "keys"))
 	}
 	ks, err := hsm.NewKeystore(cfg.KeystoreConfig(), fileBackend(), opts.PKCS11)
 	if err != nil {

@@ -659,8 +659,8 @@ func TestCertdEndToEnd(t *testing.T) {
 		certdOK[string](t)(c.Import(ctx, "corrupt-ca", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
 		_, err = c.Create(ctx, "leaf-10d", good, &certs.IssuerRef{CertID: "corrupt-ca", KeyHandle: caHandle})
 		testenv.WantAPIError(t, err, 500, internalMsg)
-		// Issuer handles: a NUL byte is a parameter error; a forged or stale handle fails
-		// when the key is loaded, which upstream answers with 500.
+		// Issuer handles: a NUL byte, a forged handle or a handle of no key pair are
+		// parameter errors (upstream: 500 for the last two; docs/RATIONALE.md).
 		_, err = c.Create(ctx, "leaf-10d", good, &certs.IssuerRef{CertID: "local-ca", KeyHandle: "sr=ab\x00c"})
 		testenv.WantAPIError(t, err, 400, "parameter \"issuer.privateKeyHandle\" has an invalid value\ncaused by: nul byte found in provided data at position: 5")
 		forged := caHandle[:len(caHandle)-4] + "AAA="
@@ -669,7 +669,7 @@ func TestCertdEndToEnd(t *testing.T) {
 		}
 		for _, h := range []string{forged, "", "garbage"} {
 			_, err = c.Create(ctx, "leaf-10d", good, &certs.IssuerRef{CertID: "local-ca", KeyHandle: h})
-			testenv.WantAPIError(t, err, 500, internalMsg)
+			testenv.WantAPIError(t, err, 400, "parameter \"issuer.privateKeyHandle\" has an invalid value\ncaused by: invalid handle")
 		}
 		// self_signed needs the key pair to exist: certd loads it, it does not create it.
 		_, err = c.Create(ctx, "self-no-key", good, nil)

@@ -340,7 +340,6 @@ func TestSocketActivation(t *testing.T) {
 	})
 }
 
-
 func startActivated(t *testing.T, cmd *exec.Cmd, lastSocket string) *syncLog {
 	t.Helper()
 	log := &syncLog{}

@@ -39,7 +39,7 @@ func read(loc hsm.Location) ([]byte, error) {
 
 func write(loc hsm.Location, b []byte) error {
 	// Upstream creates the keys directory on demand.
-	if err := os.MkdirAll(filepath.Dir(loc.Path), 0o700); err != nil {
+	if err := atomicfile.MkdirAll(filepath.Dir(loc.Path), 0o700); err != nil {
 		return fmt.Errorf("create key directory for %s: %w", loc, err)
 	}
 	return atomicfile.Write(loc.Path, b, 0o600)
@@ -53,7 +53,7 @@ func create(loc hsm.Location, b []byte, existed bool, usable func([]byte) bool) 
 	if existed {
 		return write(loc, b)
 	}
-	if err := os.MkdirAll(filepath.Dir(loc.Path), 0o700); err != nil {
+	if err := atomicfile.MkdirAll(filepath.Dir(loc.Path), 0o700); err != nil {
 		return fmt.Errorf("create key directory for %s: %w", loc, err)
 	}
 	err := atomicfile.WriteNew(loc.Path, b, 0o600)
@@ -275,7 +275,7 @@ func (Store) Move(from, to hsm.Location) error {
 	if _, err := os.Stat(from.Path); err != nil {
 		return fmt.Errorf("move source %s: %w", from, hsm.ErrNotFound)
 	}
-	if err := os.MkdirAll(filepath.Dir(to.Path), 0o700); err != nil {
+	if err := atomicfile.MkdirAll(filepath.Dir(to.Path), 0o700); err != nil {
 		return err
 	}
 	return atomicfile.Rename(from.Path, to.Path)

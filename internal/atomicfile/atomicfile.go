@@ -122,3 +122,25 @@ func CleanTemps(dir string) {
 		os.Remove(m)
 	}
 }
+
+// MkdirAll creates dir and any missing parents, fsyncing each parent that gained an
+// entry, so that a file written into a new directory survives a power loss.
+func MkdirAll(dir string, perm os.FileMode) error {
+	dir = filepath.Clean(dir)
+	if st, err := os.Stat(dir); err == nil {
+		if !st.IsDir() {
+			return fmt.Errorf("%q is not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := MkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, perm); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("create directory %q: %w", dir, err)
+	}
+	return SyncDir(parent)
+}
