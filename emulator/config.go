@@ -14,6 +14,9 @@ type Config struct {
 	ESTAddr    string
 	AdminAddr  string
 	AdminToken string // bearer token for the admin listener (generated when empty)
+	// ESTPlainAddr optionally serves EST over plain HTTP too, for the negative test of
+	// clients that must refuse http:// URLs (cloud-est.md §1). Empty = off.
+	ESTPlainAddr string
 
 	IDScopes    []string // default {"0ne00000A0A"}
 	Hubs        []HubConfig

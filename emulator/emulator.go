@@ -51,6 +51,7 @@ type Emulator struct {
 	wg      sync.WaitGroup
 
 	dpsURL, estURL, adminURL string
+	estPlainURL              string
 	rootPath                 string
 	tmpDir                   string
 }
@@ -176,6 +177,20 @@ func (e *Emulator) Listen() error {
 		}
 		e.estURL = st.url
 	}
+	if e.cfg.ESTPlainAddr != "" {
+		ln, err := net.Listen("tcp", e.cfg.ESTPlainAddr)
+		if err != nil {
+			return fmt.Errorf("listen plain EST on %s: %w", e.cfg.ESTPlainAddr, err)
+		}
+		srv := &http.Server{Handler: e.estHandler(), ReadHeaderTimeout: 30 * time.Second, ErrorLog: quietLogger()}
+		e.servers = append(e.servers, srv)
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			_ = srv.Serve(ln)
+		}()
+		e.estPlainURL = "http://" + ln.Addr().String()
+	}
 	if e.cfg.AdminAddr != "" {
 		if e.cfg.AdminToken == "" {
 			e.cfg.AdminToken = e.randomKey()
@@ -269,6 +284,9 @@ func (e *Emulator) DPSURL() string { return e.dpsURL }
 
 // ESTURL is the EST origin; the EST base is ESTURL()+"/.well-known/est[/label]".
 func (e *Emulator) ESTURL() string { return e.estURL }
+
+// ESTPlainURL is the optional plain-HTTP EST origin ("" when disabled).
+func (e *Emulator) ESTPlainURL() string { return e.estPlainURL }
 
 // AdminURL is the admin listener's origin ("" when disabled).
 func (e *Emulator) AdminURL() string { return e.adminURL }

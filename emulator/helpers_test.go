@@ -3,9 +3,12 @@ package emulator
 import (
 	"bytes"
 	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -194,4 +197,27 @@ func wantStatus(t *testing.T, r resp, want int) {
 	if r.status != want {
 		t.Fatalf("status %d, want %d; body %s", r.status, want, r.body)
 	}
+}
+
+// rsaStoragePublic returns a TPM2B_PUBLIC of an RSA-2048 storage key (EK/SRK shape) with
+// a software-generated modulus.
+func rsaStoragePublic(t *testing.T) []byte {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p []byte
+	p = binary.BigEndian.AppendUint16(p, tpmAlgRSA)
+	p = binary.BigEndian.AppendUint16(p, tpmAlgSHA256)
+	p = binary.BigEndian.AppendUint32(p, 0x00030472)
+	p = append(p, 0, 0)                              // authPolicy
+	p = binary.BigEndian.AppendUint16(p, tpmAlgAES)  // symmetric
+	p = binary.BigEndian.AppendUint16(p, 128)        // keyBits
+	p = binary.BigEndian.AppendUint16(p, 0x0043)     // CFB
+	p = binary.BigEndian.AppendUint16(p, tpmAlgNull) // scheme
+	p = binary.BigEndian.AppendUint16(p, 2048)       // keyBits
+	p = binary.BigEndian.AppendUint32(p, 0)          // exponent (default)
+	p = append(p, tpm2b(k.PublicKey.N.Bytes())...)
+	return tpm2b(p)
 }

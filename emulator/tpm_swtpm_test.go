@@ -193,6 +193,11 @@ func TestTPMRoundTripWithSWTPM(t *testing.T) {
 			t.Fatal("round 2 should have been sent without tpm")
 		}
 	}
+	// The C SDK repeats `tpm` in round 2: accepted as well.
+	if rs := regState(t, register(t, c, e, "tpm-device-01", tok, round1)); rs["status"] != "assigned" {
+		t.Fatalf("round 2 with tpm: %v", rs)
+	}
+	tpmState = regState(t, register(t, c, e, "tpm-device-01", tok, regBody("tpm-device-01")))["tpm"].(map[string]any)
 	// The hub key arrives wrapped the same way; a TPM HMAC with it authenticates to the hub.
 	s.importBlob(tpmState["authenticationKey"].(string), "hub")
 	hsr := strings.ToLower(hub + "/devices/tpm-device-01")
