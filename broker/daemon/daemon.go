@@ -17,6 +17,7 @@ import (
 
 	"github.com/iotbroker/aziot/broker"
 	"github.com/iotbroker/aziot/broker/config"
+	"github.com/iotbroker/aziot/policy"
 )
 
 // Unit is one service to run.
@@ -38,6 +39,9 @@ type Running interface {
 	Reload(mainPath, dirPath string) error
 	// ReloadDebounce is the watcher's quiet time.
 	ReloadDebounce() time.Duration
+	// Policy returns the service's policy engine (nil when it was given another Decider)
+	// and its [broker] settings.
+	Policy() (*policy.Engine, broker.Settings)
 	Close()
 }
 
@@ -45,16 +49,20 @@ type Running interface {
 // and serves until ctx ends.
 func Run(ctx context.Context, units []Unit, log *slog.Logger, ready func()) error {
 	act := broker.TakeActivation()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	type started struct {
-		unit Unit
-		svc  Running
-		l    net.Listener
+		unit      Unit
+		svc       Running
+		l         net.Listener
+		endPolicy func()
 	}
 	var all []started
 	closeAll := func() {
 		for _, s := range all {
 			s.l.Close()
 			s.svc.Close()
+			s.endPolicy()
 		}
 	}
 	for _, u := range units {
@@ -64,9 +72,16 @@ func Run(ctx context.Context, units []Unit, log *slog.Logger, ready func()) erro
 			closeAll()
 			return fmt.Errorf("start %s: %w", u.Name, err)
 		}
+		endPolicy, err := startPolicy(ctx, u.Name, svc, ulog)
+		if err != nil {
+			svc.Close()
+			closeAll()
+			return fmt.Errorf("start %s: %w", u.Name, err)
+		}
 		l, activated, err := broker.Listen(act, u.Socket, u.Name, "aziot-"+u.Name, "aziot-"+u.Name+".socket", u.Name+".sock")
 		if err != nil {
 			svc.Close()
+			endPolicy()
 			closeAll()
 			return fmt.Errorf("start %s: %w", u.Name, err)
 		}
@@ -75,10 +90,8 @@ func Run(ctx context.Context, units []Unit, log *slog.Logger, ready func()) erro
 		} else {
 			ulog.Info("serving a socket bound by the service", "path", u.Socket)
 		}
-		all = append(all, started{u, svc, l})
+		all = append(all, started{u, svc, l, endPolicy})
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(all))
 	for _, s := range all {

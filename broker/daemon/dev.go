@@ -12,7 +12,8 @@ import (
 const DevMaxRequests = 10
 
 // DevUnits lays out a user-space state directory (DIR/run, DIR/etc/<svc>, DIR/lib/<svc>,
-// DIR/etc/policy.d), writes each service's default config.toml when absent, and returns
+// DIR/etc/policy.d, DIR/lib/policy for installed bundles, DIR/lib/<svc>/policy for the
+// policy status), writes each service's default config.toml when absent, and returns
 // the units. Tests may drop their own DIR/etc/<svc>/config.d files before start.
 func DevUnits(dir string) ([]Unit, error) {
 	dir, err := filepath.Abs(dir)
@@ -21,13 +22,16 @@ func DevUnits(dir string) ([]Unit, error) {
 	}
 	uid := os.Getuid()
 	run := filepath.Join(dir, "run")
-	common := fmt.Sprintf("\n[broker]\npolicy_dir = %q\nconfig_reload_debounce_ms = 1000\n", filepath.Join(dir, "etc", "policy.d"))
+	common := func(svc string) string {
+		return fmt.Sprintf("\n[broker]\npolicy_dir = %q\npolicy_bundle_dir = %q\npolicy_state_dir = %q\nconfig_reload_debounce_ms = 1000\n",
+			filepath.Join(dir, "etc", "policy.d"), filepath.Join(dir, "lib", "policy"), filepath.Join(dir, "lib", svc, "policy"))
+	}
 	// The dev user owns every key and cert, as root would on a device.
 	defaults := map[string]string{
 		"keyd": fmt.Sprintf("max_requests = %d\n\n[aziot_keys]\nhomedir_path = %q\n\n[preloaded_keys]\n\n[[principal]]\nuid = %d\nkeys = [\"*\"]\n",
-			DevMaxRequests, filepath.Join(dir, "lib", "keyd"), uid) + common,
+			DevMaxRequests, filepath.Join(dir, "lib", "keyd"), uid) + common("keyd"),
 		"certd": fmt.Sprintf("homedir_path = %q\nmax_requests = %d\n\n[cert_issuance]\n\n[preloaded_certs]\n\n[endpoints]\naziot_keyd = %q\n\n[[principal]]\nuid = %d\ncerts = [\"*\"]\n",
-			filepath.Join(dir, "lib", "certd"), DevMaxRequests, "unix://"+filepath.Join(run, "keyd.sock"), uid) + common,
+			filepath.Join(dir, "lib", "certd"), DevMaxRequests, "unix://"+filepath.Join(run, "keyd.sock"), uid) + common("certd"),
 	}
 	for _, d := range []string{run, filepath.Join(dir, "etc", "policy.d")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

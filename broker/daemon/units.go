@@ -9,6 +9,7 @@ import (
 	"github.com/iotbroker/aziot/broker/certd"
 	"github.com/iotbroker/aziot/broker/config"
 	"github.com/iotbroker/aziot/broker/keyd"
+	"github.com/iotbroker/aziot/policy"
 )
 
 // Keyd is the keys service unit with upstream's paths, overridable as upstream allows.
@@ -54,6 +55,9 @@ func buildKeyd(mainPath, dirPath string, log *slog.Logger) (Running, error) {
 func (k *keydRunning) HTTPService() *broker.Service  { return k.svc.HTTP }
 func (k *keydRunning) ReloadDebounce() time.Duration { return k.cfg.Broker.ReloadDebounce() }
 func (k *keydRunning) Close()                        {}
+func (k *keydRunning) Policy() (*policy.Engine, broker.Settings) {
+	return k.svc.Engine(), k.cfg.Broker
+}
 func (k *keydRunning) Reload(mainPath, dirPath string) error {
 	var cfg keyd.Config
 	if err := config.Load(mainPath, dirPath, &cfg); err != nil {
@@ -85,6 +89,9 @@ func buildCertd(mainPath, dirPath string, log *slog.Logger) (Running, error) {
 func (c *certdRunning) HTTPService() *broker.Service  { return c.svc.HTTP }
 func (c *certdRunning) ReloadDebounce() time.Duration { return c.cfg.Broker.ReloadDebounce() }
 func (c *certdRunning) Close()                        { c.svc.Close() }
+func (c *certdRunning) Policy() (*policy.Engine, broker.Settings) {
+	return c.svc.Engine(), c.cfg.Broker
+}
 func (c *certdRunning) Reload(mainPath, dirPath string) error {
 	var cfg certd.Config
 	if err := config.Load(mainPath, dirPath, &cfg); err != nil {
