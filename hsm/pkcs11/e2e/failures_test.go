@@ -138,6 +138,9 @@ func TestTokenReinitialisedUnderKeyd(t *testing.T) {
 	}
 	// The key pair is a new one, in the new token.
 	checkNotExtractable(t, tk, []string{"device-id", "handle-validation-key"}, nil)
+	if log := env.Daemon.Stderr(); strings.Contains(log, tk.PIN) || strings.Contains(log, tk.SOPIN) {
+		t.Fatalf("keyd log shows a PIN:\n%s", log)
+	}
 }
 
 // TestParallelSignersThroughKeyd: 64 clients sign at once through the socket for a
