@@ -32,6 +32,7 @@ type LogEntry struct {
 	Path         string            `json:"path"`
 	Query        string            `json:"query"`
 	Route        string            `json:"route"`
+	ID           string            `json:"id,omitempty"` // registration/device ID or EST label
 	Headers      map[string]string `json:"headers"`
 	Auth         *AuthInfo         `json:"auth,omitempty"`
 	ClientCert   *CertInfo         `json:"clientCert,omitempty"`

@@ -53,7 +53,7 @@ func (e *Emulator) serve(kind string, name func() string, classify classifyFunc,
 		route, id := classify(r)
 		entry := &LogEntry{
 			Time: e.clk.Now(), Listener: kind, Method: r.Method, Path: r.URL.Path,
-			Query: r.URL.RawQuery, Route: route, Headers: map[string]string{},
+			Query: r.URL.RawQuery, Route: route, ID: id, Headers: map[string]string{},
 			ClientCert: certInfo(r.TLS),
 		}
 		if kind == "hub" {

@@ -144,6 +144,13 @@ func TestNodeSuite(t *testing.T) {
 				t.Fatalf("sendEvent %s: %+v", tc.regID, r)
 			}
 		}
+		// A device token built upstream-style (lower-case raw sr) works with
+		// Client.fromSharedAccessSignature as well.
+		raw, _ := base64.StdEncoding.DecodeString(indivKey)
+		tok := emulator.BuildSAS(raw, strings.ToLower(hubHost+"/devices/node-sym"), time.Now().Add(time.Hour).Unix(), "")
+		if r := s.run(map[string]any{"op": "send", "sas": tok}); !r.OK || e.TelemetryCount(hubHost, "node-sym", "") != 2 {
+			t.Fatalf("fromSharedAccessSignature with an upstream-style token: %+v", r)
+		}
 		// What the Node client sent: api-version 2019-03-31, case-kept sr, a {} body on polls.
 		polls := 0
 		for _, le := range e.Log() {
@@ -279,6 +286,9 @@ func TestNodeSuite(t *testing.T) {
 			want  string
 		}{
 			{"wrong key", map[string]any{"regId": "node-sym", "key": groupKey}, nil, "UnauthorizedError"},
+			{"throttled (429 with DPS error body)", map[string]any{"regId": "node-sym", "key": indivKey}, func() {
+				e.AddFault(emulator.Fault{Kind: emulator.FaultThrottle, Endpoint: "dps", RetryAfter: 1, Next: 1})
+			}, "ThrottlingError"},
 			{"sr for another registration", map[string]any{"regId": "node-sym", "tokenRegId": "node-grp-1", "key": derive(t, groupKey, "node-grp-1")}, nil, "UnauthorizedError"},
 			{"expired se", map[string]any{"regId": "node-sym", "key": indivKey}, func() { e.SetClockOffset(2 * time.Hour) }, "UnauthorizedError"},
 			{"disabled enrollment", map[string]any{"regId": "node-sym", "key": indivKey}, func() {
