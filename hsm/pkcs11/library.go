@@ -205,6 +205,11 @@ func label(info pkcs11.TokenInfo) string { return strings.TrimRight(info.Label, 
 
 // dropToken forgets t after it failed, closing its idle sessions; l.mu is held shared.
 func (l *library) dropToken(t *token) {
+	if t.ctx != l.ctx {
+		// The library was reloaded since: C_Finalize closed t's sessions, and its
+		// context must not be called any more.
+		return
+	}
 	l.tokMu.Lock()
 	for k, v := range l.tokens {
 		if v == t {
