@@ -50,12 +50,14 @@ func TestAdminAPI(t *testing.T) {
 
 func TestPersistence(t *testing.T) {
 	dir := t.TempDir()
-	cfg := Config{StateDir: dir, PKIDir: dir + "/pki", Hubs: []HubConfig{{Name: "persist-hub.example"}}}
+	// Enrollments from the configuration (as the command passes them) must not wipe the
+	// persisted state on restart.
+	cfg := Config{StateDir: dir, PKIDir: dir + "/pki", Hubs: []HubConfig{{Name: "persist-hub.example"}},
+		Enrollments: []Enrollment{{Attestation: AttestSymmetric, ID: "device-01", PrimaryKey: testKey}}}
 	e, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = e.AddEnrollment(Enrollment{Attestation: AttestSymmetric, ID: "device-01", PrimaryKey: testKey})
 	c := newClient(t, e, nil, nil)
 	register(t, c, e, "device-01", dpsToken(e, testKey, testScope, "device-01", time.Minute), regBody("device-01"))
 	r := c.do("PUT", e.HubURL("persist-hub.example")+"/devices/device-01/modules/m1"+hubAPI,

@@ -85,13 +85,15 @@ func New(cfg Config) (*Emulator, error) {
 			return nil, err
 		}
 	}
-	for _, en := range cfg.Enrollments {
-		if err := e.AddEnrollment(en); err != nil {
+	// Persisted state first: adding the configured enrollments writes the state file,
+	// which must already hold what was persisted.
+	if cfg.StateDir != "" {
+		if err := e.loadState(); err != nil {
 			return nil, err
 		}
 	}
-	if cfg.StateDir != "" {
-		if err := e.loadState(); err != nil {
+	for _, en := range cfg.Enrollments {
+		if err := e.AddEnrollment(en); err != nil {
 			return nil, err
 		}
 	}

@@ -27,6 +27,7 @@ type fileConfig struct {
 	Listeners struct {
 		DPS        string `toml:"dps"`
 		EST        string `toml:"est"`
+		ESTPlain   string `toml:"est_plain"`
 		Admin      string `toml:"admin"`
 		AdminToken string `toml:"admin_token"`
 	} `toml:"listeners"`
@@ -80,7 +81,7 @@ func loadConfig(path string) (emulator.Config, []emulator.Fault, error) {
 		return emulator.Config{}, nil, fmt.Errorf("%s: unknown keys %v", path, und)
 	}
 	cfg := emulator.Config{
-		DPSAddr: fc.Listeners.DPS, ESTAddr: fc.Listeners.EST, AdminAddr: fc.Listeners.Admin, AdminToken: fc.Listeners.AdminToken,
+		DPSAddr: fc.Listeners.DPS, ESTAddr: fc.Listeners.EST, ESTPlainAddr: fc.Listeners.ESTPlain, AdminAddr: fc.Listeners.Admin, AdminToken: fc.Listeners.AdminToken,
 		IDScopes: fc.IDScopes, Hubs: fc.Hubs, PKIDir: fc.PKIDir, StateDir: fc.StateDir, RetryAfter: fc.RetryAfter,
 		DNSNames: fc.DNSNames, Seed: fc.Seed,
 	}

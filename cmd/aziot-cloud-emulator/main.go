@@ -69,6 +69,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if u := e.ESTURL(); u != "" {
 		fmt.Fprintf(out, "est = %s/.well-known/est\n", u)
 	}
+	if u := e.ESTPlainURL(); u != "" {
+		fmt.Fprintf(out, "est_plain = %s/.well-known/est\n", u)
+	}
 	if u := e.AdminURL(); u != "" {
 		fmt.Fprintf(out, "admin = %s (Authorization: Bearer %s)\n", u, e.AdminToken())
 	}
