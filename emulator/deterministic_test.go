@@ -92,3 +92,22 @@ func TestTPMBlobLayout(t *testing.T) {
 		t.Fatal("garbage EK accepted")
 	}
 }
+
+// TestDefaults: Retry-After defaults to 3 seconds, the value the real service sends.
+func TestDefaults(t *testing.T) {
+	e, err := Start(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	_ = e.AddEnrollment(Enrollment{Attestation: AttestSymmetric, ID: "device-01", PrimaryKey: testKey})
+	r := newClient(t, e, nil, nil).do("PUT", registerURL(e, testScope, "device-01", "2021-06-01"),
+		map[string]string{"Authorization": dpsToken(e, testKey, testScope, "device-01", time.Minute)}, regBody("device-01"))
+	wantStatus(t, r, 202)
+	if r.header.Get("Retry-After") != "3" {
+		t.Fatalf("default Retry-After %q", r.header.Get("Retry-After"))
+	}
+	if len(e.HubNames()) != 1 || !strings.HasPrefix(e.HubNames()[0], "localhost:") {
+		t.Fatalf("default hub %v", e.HubNames())
+	}
+}
