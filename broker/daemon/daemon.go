@@ -30,6 +30,9 @@ type Unit struct {
 	Socket     string
 	// Build loads the config and returns the running service and how to reload it.
 	Build func(mainPath, dirPath string, log *slog.Logger) (Running, error)
+	// PolicyDefaults, if set, fills policy settings the config leaves empty (dev mode
+	// keeps bundles and status under its state directory).
+	PolicyDefaults func(*broker.Settings)
 }
 
 // Running is a built service.
@@ -72,7 +75,7 @@ func Run(ctx context.Context, units []Unit, log *slog.Logger, ready func()) erro
 			closeAll()
 			return fmt.Errorf("start %s: %w", u.Name, err)
 		}
-		endPolicy, err := startPolicy(ctx, u.Name, svc, ulog)
+		endPolicy, err := startPolicy(ctx, u, svc, ulog)
 		if err != nil {
 			svc.Close()
 			closeAll()

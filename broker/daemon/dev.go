@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/iotbroker/aziot/broker"
 	"github.com/iotbroker/aziot/internal/atomicfile"
 )
 
@@ -49,6 +50,18 @@ func DevUnits(dir string) ([]Unit, error) {
 		u.ConfigFile = filepath.Join(etc, "config.toml")
 		u.ConfigDir = filepath.Join(etc, "config.d")
 		u.Socket = filepath.Join(run, u.Name+".sock")
+		svc := u.Name
+		u.PolicyDefaults = func(s *broker.Settings) {
+			if s.PolicyDir == "" {
+				s.PolicyDir = filepath.Join(dir, "etc", "policy.d")
+			}
+			if s.PolicyBundleDir == "" {
+				s.PolicyBundleDir = filepath.Join(dir, "lib", "policy")
+			}
+			if s.PolicyStateDir == "" {
+				s.PolicyStateDir = filepath.Join(dir, "lib", svc, "policy")
+			}
+		}
 		if _, err := os.Stat(u.ConfigFile); os.IsNotExist(err) {
 			if err := atomicfile.Write(u.ConfigFile, []byte(defaults[u.Name]), 0o600); err != nil {
 				return nil, err

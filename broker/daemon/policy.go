@@ -65,10 +65,14 @@ func BundleKeys(s broker.Settings) (map[string]*policy.KeyConfig, error) {
 // startPolicy attaches the policy directory, bundles and the decision log to a built
 // service. It returns a function releasing what it opened. A service built with its own
 // Decider (benchmarks) has no engine and gets nothing.
-func startPolicy(ctx context.Context, name string, r Running, log *slog.Logger) (func(), error) {
+func startPolicy(ctx context.Context, u Unit, r Running, log *slog.Logger) (func(), error) {
+	name := u.Name
 	eng, settings := r.Policy()
 	if eng == nil {
 		return func() {}, nil
+	}
+	if u.PolicyDefaults != nil {
+		u.PolicyDefaults(&settings)
 	}
 	if settings.PolicyCacheSize != 0 {
 		if err := eng.SetCacheSize(settings.PolicyCacheSize); err != nil {

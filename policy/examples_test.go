@@ -1,0 +1,56 @@
+package policy
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Every worked example of docs/policy.md is a policy directory under examples/ whose own
+// Rego tests pass, and whose files appear verbatim in the docs.
+func TestWorkedExamples(t *testing.T) {
+	dirs, err := filepath.Glob("examples/*")
+	if err != nil || len(dirs) < 6 {
+		t.Fatalf("examples: %v %v", dirs, err)
+	}
+	docs, err := os.ReadFile("../docs/policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range dirs {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			l, err := LoadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(l.Tests) == 0 {
+				t.Fatal("example without tests")
+			}
+			e, err := NewEngine(nil, principals())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.SetLayer("policy.d", l); err != nil {
+				t.Fatal(err)
+			}
+			results, err := RunTests(context.Background(), map[string]*Layer{"policy.d": l}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range results {
+				if !r.Pass {
+					t.Errorf("%s\n%s", r, r.Output)
+				}
+			}
+			files, _ := dirFiles(dir)
+			for _, f := range files {
+				b, _ := os.ReadFile(f.Path)
+				if !strings.Contains(string(docs), strings.TrimSpace(string(b))) {
+					t.Errorf("%s is not in docs/policy.md verbatim", f.Path)
+				}
+			}
+		})
+	}
+}
