@@ -54,3 +54,40 @@ func TestWorkedExamples(t *testing.T) {
 		})
 	}
 }
+
+// The catalogue table of docs/policy.md §3 is the catalogue.
+func TestDocsOperationTable(t *testing.T) {
+	docs, err := os.ReadFile("../docs/policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(docs), OperationsMarkdown()) {
+		t.Fatalf("docs/policy.md §3 differs from policy.OperationsMarkdown():\n%s", OperationsMarkdown())
+	}
+}
+
+// Every example together in one directory: no clashing rules, packages or data.
+func TestWorkedExamplesTogether(t *testing.T) {
+	dir := t.TempDir()
+	srcs, _ := filepath.Glob("examples/*/*")
+	for _, src := range srcs {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(src)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEngine(nil, principals())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetLayer("policy.d", l); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,5 +1,10 @@
 package policy
 
+import (
+	"fmt"
+	"strings"
+)
+
 // Operation describes one `operation` name of the input document: the stable list a
 // policy can rely on. docs/policy.md carries the same table and input.schema.json is
 // generated from it (TestSchemaIsGenerated).
@@ -68,4 +73,24 @@ func OperationByName(name string) (Operation, bool) {
 		}
 	}
 	return Operation{}, false
+}
+
+// OperationsMarkdown renders the catalogue as the table of docs/policy.md §3.
+func OperationsMarkdown() string {
+	var b strings.Builder
+	b.WriteString("| Operation | Route | `resource` | `request` | Upstream rule (default policy) |\n|---|---|---|---|---|\n")
+	list := func(fs []string) string {
+		if len(fs) == 0 {
+			return "—"
+		}
+		out := make([]string, len(fs))
+		for i, f := range fs {
+			out[i] = "`" + f + "`"
+		}
+		return strings.Join(out, ", ")
+	}
+	for _, op := range Operations {
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", op.Name, op.Route, list(op.Resource), list(op.Request), op.Upstream)
+	}
+	return b.String()
 }
