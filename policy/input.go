@@ -29,7 +29,7 @@ type Input struct {
 type Caller struct {
 	UID       uint32         `json:"uid"`
 	GID       uint32         `json:"gid"`
-	Groups    []uint32       `json:"groups,omitempty"`
+	Groups    []uint32       `json:"groups,omitzero"`
 	PID       int32          `json:"pid,omitempty"`
 	Exe       string         `json:"exe,omitempty"`
 	Principal map[string]any `json:"principal,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	"golang.org/x/sys/unix"
 
 	"github.com/iotbroker/aziot/internal/testenv"
@@ -702,4 +704,362 @@ func fdOf(t *testing.T, c net.Conn) uintptr {
 	var fd uintptr
 	raw.Control(func(f uintptr) { fd = f })
 	return fd
+}
+
+// ---------------------------------------------------------------------------- defaults
+
+// The default policy, row by row of upstream's keyd and certd rules (api-keys.md §2,
+// api-certs.md §3), through the real sockets with real uids; every decision goes to the
+// decision log, every logged input is valid against the schema, and no secret the run
+// used appears in the decision logs or the service log.
+func TestPolicyDefaultRows(t *testing.T) {
+	e := startPolicyDaemon(t, `
+[[principal]]
+uid = 1001
+keys = ["dev-*", "shared"]
+
+[[principal]]
+uid = 1002
+keys = ["other-?"]
+
+[[principal]]
+uid = 1001
+keys = ["extra"]
+`, `
+[cert_issuance.dev-self]
+method = "self_signed"
+
+[[principal]]
+uid = 1001
+certs = ["dev-*"]
+
+[[principal]]
+uid = 1002
+certs = ["exact-cert"]
+`)
+	keyd, certd := e.d.Socket("keyd"), e.d.Socket("certd")
+	var secrets []string
+	secret := func(s ...string) { secrets = append(secrets, s...) }
+	keyBytes := base64.StdEncoding.EncodeToString([]byte("imported-secret-key-0123456789ab"))
+	secret(keyBytes, "imported-secret-key-0123456789ab")
+	denied := func(uid int, id string) string {
+		return fmt.Sprintf("user %d is not authorized to access the key %s", uid, id)
+	}
+	post := func(uid int, path, body string) testenv.Reply {
+		return testenv.Curl(t, uid, keyd, "POST", path+keydAPI, body)
+	}
+	get := func(uid int, path string) testenv.Reply {
+		return testenv.Curl(t, uid, keyd, "GET", path+keydAPI, "")
+	}
+	if r := post(0, "/keypair", `{"keyId":"root-kp"}`); r.Status != 200 {
+		t.Fatal(r)
+	}
+	secret(handleOf(t, post(0, "/keypair", `{"keyId":"root-kp"}`)))
+
+	t.Run("keyd operations by ID", func(t *testing.T) {
+		type op struct {
+			name string
+			call func(uid int, id string) testenv.Reply
+		}
+		ops := []op{
+			{"keyd.key.create", func(uid int, id string) testenv.Reply {
+				return post(uid, "/key", `{"keyId":"`+id+`","usage":"sign"}`)
+			}},
+			{"keyd.key.import", func(uid int, id string) testenv.Reply {
+				return post(uid, "/key", `{"keyId":"`+id+`","usage":"sign","keyBytes":"`+keyBytes+`"}`)
+			}},
+			{"keyd.key.load", func(uid int, id string) testenv.Reply { return get(uid, "/key/"+id) }},
+			{"keyd.keypair.create", func(uid int, id string) testenv.Reply {
+				return post(uid, "/keypair", `{"keyId":"`+id+`","preferredAlgorithms":"ec-p256"}`)
+			}},
+			{"keyd.keypair.load", func(uid int, id string) testenv.Reply { return get(uid, "/keypair/"+id) }},
+		}
+		// Rows: who, which ID, allowed. Allowed loads of IDs that exist answer 200; the
+		// symmetric and key pair variants share the ID space (one file), so every row
+		// creates before it loads.
+		rows := []struct {
+			note  string
+			uid   int
+			id    string
+			allow bool
+		}{
+			{"root is always authorized", 0, "anything-root", true},
+			{"prefix pattern", 1001, "dev-1", true},
+			{"star matches the empty string", 1001, "dev-", true},
+			{"exact pattern", 1001, "shared", true},
+			{"entries of one uid are unioned", 1001, "extra", true},
+			{"question mark is one character", 1002, "other-1", true},
+			{"no matching pattern", 1001, "prod", false},
+			{"case-sensitive", 1001, "Shared", false},
+			{"whole string", 1001, "xdev-1", false},
+			{"question mark is not two", 1002, "other-12", false},
+			{"another uid's pattern", 1002, "dev-1", false},
+			{"no principal", 1003, "dev-1", false},
+		}
+		for _, o := range ops {
+			for _, row := range rows {
+				id := row.id
+				if strings.HasPrefix(o.name, "keyd.keypair") && row.allow {
+					id = row.id // same ID: a key pair replaces nothing the rows need
+				}
+				if strings.HasSuffix(o.name, ".load") && row.allow {
+					// Make sure it exists (as root), in the right form.
+					if strings.HasPrefix(o.name, "keyd.keypair") {
+						post(0, "/keypair", `{"keyId":"`+id+`"}`)
+					} else {
+						post(0, "/key", `{"keyId":"`+id+`","usage":"sign","keyBytes":"`+keyBytes+`"}`)
+					}
+				}
+				if strings.HasPrefix(o.name, "keyd.key.") && row.allow && o.name != "keyd.key.load" {
+					// A symmetric create over a key pair file would regenerate it: start clean.
+					if r := get(0, "/keypair/"+id); r.Status == 200 {
+						post(0, "/keypair", `{"keyId":"`+id+`"}`)
+					}
+				}
+				r := o.call(row.uid, id)
+				if row.allow && r.Status != 200 {
+					t.Errorf("%s %s: uid %d %q: %v, want 200", o.name, row.note, row.uid, id, r)
+				}
+				if !row.allow && (r.Status != 401 || message(t, r) != denied(row.uid, id)) {
+					t.Errorf("%s %s: uid %d %q: %v, want 401", o.name, row.note, row.uid, id, r)
+				}
+				if r.Status == 200 {
+					secret(handleOf(t, r))
+				}
+			}
+		}
+	})
+
+	t.Run("keyd move needs both ends", func(t *testing.T) {
+		post(1001, "/keypair", `{"keyId":"dev-src"}`)
+		for _, c := range []struct {
+			uid      int
+			from, to string
+			status   int
+			id       string
+		}{
+			{1001, "root-kp", "dev-dst", 401, "root-kp"},
+			{1001, "dev-src", "prod-dst", 401, "prod-dst"},
+			{1003, "dev-src", "dev-dst", 401, "dev-src"},
+			{1001, "dev-src", "dev-dst", 204, ""},
+			{0, "dev-dst", "root-moved", 204, ""},
+		} {
+			r := post(c.uid, "/keypair/"+c.to, `{"from":"`+c.from+`"}`)
+			if r.Status != c.status || (c.status == 401 && message(t, r) != denied(c.uid, c.id)) {
+				t.Errorf("move %s→%s as %d: %v, want %d", c.from, c.to, c.uid, r, c.status)
+			}
+		}
+	})
+
+	t.Run("keyd operations on handles need no principal", func(t *testing.T) {
+		key := handleOf(t, post(0, "/key", `{"keyId":"hk","usage":"sign,encrypt,derive"}`))
+		kp := handleOf(t, post(0, "/keypair", `{"keyId":"hkp"}`))
+		msg := base64.StdEncoding.EncodeToString([]byte("sr=hub.example%2Fdevices%2Fd1\n1700000000"))
+		plain := base64.StdEncoding.EncodeToString([]byte("plaintext-secret-4711"))
+		data := base64.StdEncoding.EncodeToString([]byte("m1:gen1:primary"))
+		secret(key, kp, msg, plain, "plaintext-secret-4711", data)
+		for _, uid := range []int{1003, 4242, 0} {
+			derived := handleOf(t, post(uid, "/derivedkey", `{"baseKeyHandle":"`+key+`","derivationData":"`+data+`"}`))
+			secret(derived)
+			for _, c := range []struct {
+				path, body string
+				status     int
+				field      string
+			}{
+				{"/sign", signBody(key), 200, "signature"},
+				{"/sign", `{"keyHandle":"` + derived + `","algorithm":"HMAC-SHA256","parameters":{"message":"` + msg + `"}}`, 200, "signature"},
+				{"/sign", `{"keyHandle":"` + kp + `","algorithm":"ECDSA","parameters":{"digest":"` + base64.StdEncoding.EncodeToString(make([]byte, 32)) + `"}}`, 200, "signature"},
+				{"/encrypt", `{"keyHandle":"` + key + `","algorithm":"AEAD","parameters":{"iv":"AAAAAAAAAAAAAAAA","aad":""},"plaintext":"` + plain + `"}`, 200, "ciphertext"},
+				{"/derivedkey/export", `{"keyHandle":"` + derived + `"}`, 200, "key"},
+				{"/parameters/algorithm", `{"keyHandle":"` + kp + `"}`, 200, ""},
+			} {
+				r := post(uid, c.path, c.body)
+				if r.Status != c.status {
+					t.Errorf("%s as %d: %v", c.path, uid, r)
+					continue
+				}
+				if c.field != "" {
+					var m map[string]string
+					json.Unmarshal(r.Body, &m)
+					secret(m[c.field])
+					if c.path == "/encrypt" {
+						d := post(uid, "/decrypt", `{"keyHandle":"`+key+`","algorithm":"AEAD","parameters":{"iv":"AAAAAAAAAAAAAAAA","aad":""},"ciphertext":"`+m[c.field]+`"}`)
+						if d.Status != 200 {
+							t.Errorf("decrypt as %d: %v", uid, d)
+						}
+					}
+				}
+			}
+		}
+		for _, uid := range []int{1003, 4242} {
+			k := handleOf(t, post(0, "/key", `{"keyId":"del-k","usage":"sign"}`))
+			p := handleOf(t, post(0, "/keypair", `{"keyId":"del-kp"}`))
+			secret(k, p)
+			if r := testenv.Curl(t, uid, keyd, "DELETE", "/key"+keydAPI, `{"keyHandle":"`+k+`"}`); r.Status != 204 {
+				t.Errorf("delete key as %d: %v", uid, r)
+			}
+			if r := testenv.Curl(t, uid, keyd, "DELETE", "/keypair"+keydAPI, `{"keyHandle":"`+p+`"}`); r.Status != 204 {
+				t.Errorf("delete key pair as %d: %v", uid, r)
+			}
+		}
+	})
+
+	t.Run("certd rows", func(t *testing.T) {
+		pemText := "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+		put := func(uid int, id string) testenv.Reply {
+			b, _ := json.Marshal(map[string]string{"pem": pemText})
+			return testenv.Curl(t, uid, certd, "PUT", "/certificates/"+id+certdAPI, string(b))
+		}
+		create := func(uid int, id, issuer string) testenv.Reply {
+			m := map[string]any{"certId": id, "csr": "not a csr"}
+			if issuer != "" {
+				m["issuer"] = map[string]string{"certId": issuer, "privateKeyHandle": "x"}
+			}
+			b, _ := json.Marshal(m)
+			return testenv.Curl(t, uid, certd, "POST", "/certificates"+certdAPI, string(b))
+		}
+		del := func(uid int, id string) testenv.Reply {
+			return testenv.Curl(t, uid, certd, "DELETE", "/certificates/"+id+certdAPI, "")
+		}
+		getc := func(uid int, id string) testenv.Reply {
+			return testenv.Curl(t, uid, certd, "GET", "/certificates/"+id+certdAPI, "")
+		}
+		notAuth := func(uid int, id string) string {
+			return fmt.Sprintf("user %d is not authorized to modify the cert %s", uid, id)
+		}
+		type row struct {
+			note   string
+			r      testenv.Reply
+			status int
+			msg    string
+		}
+		rows := []row{
+			{"root imports anything", put(0, "root-cert"), 201, ""},
+			{"pattern imports", put(1001, "dev-1"), 201, ""},
+			{"exact pattern imports", put(1002, "exact-cert"), 201, ""},
+			{"no pattern", put(1001, "prod"), 401, notAuth(1001, "prod")},
+			{"whole string", put(1002, "exact-cert2"), 401, notAuth(1002, "exact-cert2")},
+			{"no principal", put(1003, "dev-1"), 401, notAuth(1003, "dev-1")},
+			{"keyd patterns do not grant certs", put(1001, "shared"), 401, notAuth(1001, "shared")},
+			{"anyone reads", getc(4242, "root-cert"), 200, ""},
+			{"reads need no principal", getc(1003, "dev-1"), 200, ""},
+			// Authorization comes before the CSR is parsed: 400 means allowed.
+			{"root creates", create(0, "root-new", ""), 400, ""},
+			{"pattern creates", create(1001, "dev-new", ""), 400, ""},
+			{"issuer is not checked", create(1001, "dev-new", "root-cert"), 400, ""},
+			{"create without pattern", create(1001, "prod-new", ""), 401, notAuth(1001, "prod-new")},
+			{"create without principal", create(1003, "dev-new", "dev-1"), 401, notAuth(1003, "dev-new")},
+			{"delete without pattern", del(1001, "root-cert"), 401, notAuth(1001, "root-cert")},
+			{"pattern deletes", del(1001, "dev-1"), 204, ""},
+			{"root deletes", del(0, "root-cert"), 204, ""},
+		}
+		for _, r := range rows {
+			if r.r.Status != r.status || (r.msg != "" && message(t, r.r) != r.msg) {
+				t.Errorf("%s: %v, want %d %q", r.note, r.r, r.status, r.msg)
+			}
+		}
+	})
+
+	t.Run("every logged input is valid and every operation was asked", func(t *testing.T) {
+		schema := compileInputSchema(t)
+		seen := map[string]bool{}
+		for _, svc := range []string{"keyd", "certd"} {
+			for _, d := range e.decisions(t, svc) {
+				seen[d.Operation] = true
+				in := map[string]any{"input_version": 1, "service": d.Service, "operation": d.Operation,
+					"api_version": d.APIVersion, "caller": d.Caller, "resource": d.Resource, "request": d.Request}
+				if d.Resource == nil {
+					delete(in, "resource")
+				}
+				if d.Request == nil {
+					delete(in, "request")
+				}
+				b, _ := json.Marshal(in)
+				v, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := schema.Validate(v); err != nil {
+					t.Errorf("logged input %s: %v", b, err)
+				}
+				if d.Caller.PID == 0 || d.Caller.Groups == nil || d.Caller.Exe == "" {
+					t.Errorf("caller facts missing: %+v", d.Caller)
+				}
+				if d.PolicyID != "default" || d.Result == "error" {
+					t.Errorf("decision %+v", d)
+				}
+			}
+		}
+		for _, op := range policy.Operations {
+			if (op.Service == "keyd" || op.Service == "certd") && !seen[op.Name] {
+				t.Errorf("operation %s never asked", op.Name)
+			}
+		}
+	})
+
+	t.Run("no secret in the decision logs or the service log", func(t *testing.T) {
+		grepSecrets(t, e, secrets)
+	})
+}
+
+func compileInputSchema(t *testing.T) *jsonschema.Schema {
+	t.Helper()
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(policy.InputSchema()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource(policy.SchemaID, doc); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Compile(policy.SchemaID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// grepSecrets looks for every secret (and each part of a handle) in the decision logs and
+// in the daemon's log.
+func grepSecrets(t *testing.T, e *policyEnv, secrets []string) {
+	t.Helper()
+	var logs []string
+	for _, svc := range []string{"keyd", "certd"} {
+		b, err := os.ReadFile(filepath.Join(e.dir, "log", svc+"-decisions.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) == 0 {
+			t.Fatalf("%s decision log empty", svc)
+		}
+		logs = append(logs, string(b))
+	}
+	logs = append(logs, e.d.Stderr())
+	var needles []string
+	for _, s := range secrets {
+		if s == "" {
+			continue
+		}
+		needles = append(needles, s)
+		// A handle's parts: the sr payload and the signature.
+		for _, part := range strings.Split(s, "&") {
+			if v, ok := strings.CutPrefix(part, "sig="); ok {
+				needles = append(needles, v)
+			}
+			if v, ok := strings.CutPrefix(part, "sr="); ok {
+				needles = append(needles, v)
+			}
+		}
+	}
+	if len(needles) < 20 {
+		t.Fatalf("only %d secrets collected", len(needles))
+	}
+	for _, n := range needles {
+		for i, l := range logs {
+			if strings.Contains(l, n) {
+				t.Errorf("secret %.12s… found in log %d", n, i)
+			}
+		}
+	}
+	t.Logf("%d secrets checked against %d logs", len(needles), len(logs))
 }
