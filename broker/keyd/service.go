@@ -507,27 +507,32 @@ func (s *Service) sign(r *broker.Request) (broker.Reply, error) {
 	return broker.Reply{Body: keys.SignResponse{Signature: sig}}, nil
 }
 
+// cipherHandle checks what /encrypt and /decrypt share: the algorithm is known, AEAD
+// has its parameters, and the handle is valid and authorized for op.
+func (s *Service) cipherHandle(r *broker.Request, op string, handle, alg *string, params *keys.AEADParameters) (*Handle, error) {
+	switch *alg {
+	case keys.AlgAEAD:
+		if params == nil {
+			return nil, missingField("parameters")
+		}
+	case keys.AlgRSAPKCS1, keys.AlgRSANoPadding:
+	default:
+		return nil, unknownAlgorithm(*alg, keys.AlgAEAD, keys.AlgRSAPKCS1, keys.AlgRSANoPadding)
+	}
+	return s.validateHandle(r, op, *handle, map[string]any{"algorithm": *alg})
+}
+
 func (s *Service) encrypt(r *broker.Request) (broker.Reply, error) {
 	req, _ := r.Body.(*keys.EncryptRequest)
 	if req == nil {
 		return broker.Reply{}, missingBody()
 	}
-	alg := *req.Algorithm
-	switch alg {
-	case keys.AlgAEAD:
-		if req.Parameters == nil {
-			return broker.Reply{}, missingField("parameters")
-		}
-	case keys.AlgRSAPKCS1, keys.AlgRSANoPadding:
-	default:
-		return broker.Reply{}, unknownAlgorithm(alg, keys.AlgAEAD, keys.AlgRSAPKCS1, keys.AlgRSANoPadding)
-	}
-	h, err := s.validateHandle(r, "keyd.encrypt", *req.KeyHandle, map[string]any{"algorithm": alg})
+	h, err := s.cipherHandle(r, "keyd.encrypt", req.KeyHandle, req.Algorithm, req.Parameters)
 	if err != nil {
 		return broker.Reply{}, err
 	}
 	var out []byte
-	switch {
+	switch alg := *req.Algorithm; {
 	case alg == keys.AlgAEAD && h.Kind == KindKey:
 		out, err = s.keys.AEADEncrypt(h.ID, req.Parameters.IV, req.Parameters.AAD, req.Plaintext)
 	case alg == keys.AlgAEAD && h.Kind == KindDerived:
@@ -554,22 +559,12 @@ func (s *Service) decrypt(r *broker.Request) (broker.Reply, error) {
 	if req == nil {
 		return broker.Reply{}, missingBody()
 	}
-	alg := *req.Algorithm
-	switch alg {
-	case keys.AlgAEAD:
-		if req.Parameters == nil {
-			return broker.Reply{}, missingField("parameters")
-		}
-	case keys.AlgRSAPKCS1, keys.AlgRSANoPadding:
-	default:
-		return broker.Reply{}, unknownAlgorithm(alg, keys.AlgAEAD, keys.AlgRSAPKCS1, keys.AlgRSANoPadding)
-	}
-	h, err := s.validateHandle(r, "keyd.decrypt", *req.KeyHandle, map[string]any{"algorithm": alg})
+	h, err := s.cipherHandle(r, "keyd.decrypt", req.KeyHandle, req.Algorithm, req.Parameters)
 	if err != nil {
 		return broker.Reply{}, err
 	}
 	var out []byte
-	switch {
+	switch alg := *req.Algorithm; {
 	case alg == keys.AlgAEAD && h.Kind == KindKey:
 		out, err = s.keys.AEADDecrypt(h.ID, req.Parameters.IV, req.Parameters.AAD, req.Ciphertext)
 	case alg == keys.AlgAEAD && h.Kind == KindDerived:
