@@ -120,7 +120,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			continue
 		}
 		uid := cred.Uid
-		return &conn{Conn: c, caller: callerFacts(cred), release: func() { l.svc.throttle.release(uid) }}, nil
+		return &conn{Conn: c, caller: callerFacts(uc, cred), release: func() { l.svc.throttle.release(uid) }}, nil
 	}
 }
 
