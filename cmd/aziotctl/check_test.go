@@ -188,6 +188,9 @@ func (f *fixture) run(extra ...string) (int, string) {
 	return code, out.String()
 }
 
+// oidP256 is the DER curve OID keyd answers for P-256 keys (api-keys.md §5.7).
+var oidP256 = []byte{0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07}
+
 func keyParam(pub any, name string) string {
 	b64 := base64.StdEncoding.EncodeToString
 	switch k := pub.(type) {

@@ -3,16 +3,12 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
@@ -418,20 +414,15 @@ func (c *checker) keyPairsRead() checkResult {
 	var warnings []string
 	for _, id := range ids {
 		pub, err := c.publicKey(cl, id)
+		if errors.Is(err, keys.ErrUnsupportedKey) {
+			warnings = append(warnings, fmt.Sprintf("preloaded key %q is neither an RSA key nor a P-256 EC key", id))
+			continue
+		}
 		if err != nil {
 			continue // not a key pair (e.g. a symmetric key), as upstream ignores
 		}
-		switch k := pub.(type) {
-		case *rsa.PublicKey:
-			if k.N.BitLen() < 2048 {
-				warnings = append(warnings, fmt.Sprintf("preloaded key %q is an RSA key of %d bits; use at least 2048", id, k.N.BitLen()))
-			}
-		case *ecdsa.PublicKey:
-			if k.Curve != elliptic.P256() {
-				warnings = append(warnings, fmt.Sprintf("preloaded key %q is not a P-256 EC key", id))
-			}
-		default:
-			warnings = append(warnings, fmt.Sprintf("preloaded key %q has an unsupported type", id))
+		if k, ok := pub.(*rsa.PublicKey); ok && k.N.BitLen() < 2048 {
+			warnings = append(warnings, fmt.Sprintf("preloaded key %q is an RSA key of %d bits; use at least 2048", id, k.N.BitLen()))
 		}
 	}
 	if len(warnings) > 0 {
@@ -440,10 +431,9 @@ func (c *checker) keyPairsRead() checkResult {
 	return ok()
 }
 
-var oidP256 = []byte{0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07}
-
 // publicKey loads a key pair through keyd and rebuilds its public key from the
-// parameters keyd exposes (api-keys.md §5.7).
+// parameters keyd exposes (api-keys.md §5.7); keys.ErrUnsupportedKey marks an EC key
+// on another curve than P-256 or an unknown type.
 func (c *checker) publicKey(cl *keys.Client, id string) (any, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -451,47 +441,7 @@ func (c *checker) publicKey(cl *keys.Client, id string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	param := func(name string) ([]byte, error) {
-		v, err := cl.Parameter(ctx, h, name)
-		if err != nil {
-			return nil, err
-		}
-		return base64.StdEncoding.DecodeString(v)
-	}
-	alg, err := cl.Parameter(ctx, h, "algorithm")
-	if err != nil {
-		return nil, err
-	}
-	switch alg {
-	case "RSA":
-		n, err := param("rsa-modulus")
-		if err != nil {
-			return nil, err
-		}
-		e, err := param("rsa-exponent")
-		if err != nil {
-			return nil, err
-		}
-		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}, nil
-	case "ECDSA":
-		oid, err := param("ec-curve-oid")
-		if err != nil {
-			return nil, err
-		}
-		point, err := param("ec-point")
-		if err != nil {
-			return nil, err
-		}
-		if string(oid) != string(oidP256) {
-			return &ecdsa.PublicKey{Curve: elliptic.P384()}, nil // any non-P-256 curve
-		}
-		x, y := elliptic.UnmarshalCompressed(elliptic.P256(), point)
-		if x == nil {
-			return nil, errors.New("invalid EC point")
-		}
-		return &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}, nil
-	}
-	return struct{}{}, nil
+	return cl.PublicKey(ctx, h)
 }
 
 func (c *checker) estServerHTTPS() checkResult {

@@ -2,59 +2,16 @@ package main
 
 import (
 	"fmt"
+	"github.com/iotbroker/aziot/internal/atomicfile"
 	"os"
 	"path/filepath"
 )
 
 // writeFileAtomic writes data to path so that a crash leaves the old or the new file,
-// never a torn one: temp file in the same directory, fsync, chown/chmod, rename,
-// fsync of the directory. uid < 0 keeps the caller's ownership.
+// never a torn one, owned by uid:gid (uid < 0 keeps the caller's ownership).
 func writeFileAtomic(path string, data []byte, mode os.FileMode, uid, gid int) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("could not create %s: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
+	if err := atomicfile.WriteOwned(path, data, mode, uid, gid); err != nil {
 		return fmt.Errorf("could not write %s: %w", path, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("could not set permissions on %s: %w", path, err)
-	}
-	if uid >= 0 {
-		if err := f.Chown(uid, gid); err != nil {
-			return fmt.Errorf("could not set ownership on %s: %w", path, err)
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("could not sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("could not write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("could not create %s: %w", path, err)
-	}
-	ok = true
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("could not open %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("could not sync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -13,7 +13,13 @@ import (
 
 // Write replaces path with data, created with mode perm.
 func Write(path string, data []byte, perm os.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
+	return WriteOwned(path, data, perm, -1, -1)
+}
+
+// WriteOwned is Write with the new file owned by uid:gid (-1 keeps the caller's), set
+// before the rename so that the file never appears with the wrong owner.
+func WriteOwned(path string, data []byte, perm os.FileMode, uid, gid int) error {
+	tmp, err := writeTemp(path, data, perm, uid, gid)
 	if err != nil {
 		return err
 	}
@@ -30,7 +36,7 @@ func Write(path string, data []byte, perm os.FileMode) error {
 // creators exactly one wins and a crash leaves no partial file. On a file system without
 // hard links it falls back to Write's rename, which is not exclusive.
 func WriteNew(path string, data []byte, perm os.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
+	tmp, err := writeTemp(path, data, perm, -1, -1)
 	if err != nil {
 		return err
 	}
@@ -47,7 +53,7 @@ func WriteNew(path string, data []byte, perm os.FileMode) error {
 }
 
 // writeTemp writes data to a synced, closed temp file beside path and returns its name.
-func writeTemp(path string, data []byte, perm os.FileMode) (string, error) {
+func writeTemp(path string, data []byte, perm os.FileMode, uid, gid int) (string, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return "", fmt.Errorf("create temp file for %q: %w", path, err)
@@ -62,6 +68,11 @@ func writeTemp(path string, data []byte, perm os.FileMode) (string, error) {
 	}()
 	if err := f.Chmod(perm); err != nil {
 		return "", fmt.Errorf("chmod temp file for %q: %w", path, err)
+	}
+	if uid >= 0 {
+		if err := f.Chown(uid, gid); err != nil {
+			return "", fmt.Errorf("chown temp file for %q: %w", path, err)
+		}
 	}
 	if _, err := f.Write(data); err != nil {
 		return "", fmt.Errorf("write temp file for %q: %w", path, err)

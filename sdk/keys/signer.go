@@ -57,7 +57,7 @@ func (c *Client) PublicKey(ctx context.Context, handle string) (crypto.PublicKey
 		}
 		var oid asn1.ObjectIdentifier
 		if _, err := asn1.Unmarshal(oidDER, &oid); err != nil || !oid.Equal(oidP256) {
-			return nil, fmt.Errorf("unsupported EC curve %v", oid)
+			return nil, fmt.Errorf("EC curve %v: %w", oid, ErrUnsupportedKey)
 		}
 		point, err := param("ec-point")
 		if err != nil {
@@ -83,8 +83,12 @@ func (c *Client) PublicKey(ctx context.Context, handle string) (crypto.PublicKey
 		}
 		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(ei.Int64())}, nil
 	}
-	return nil, fmt.Errorf("unsupported key algorithm %q", alg)
+	return nil, fmt.Errorf("key algorithm %q: %w", alg, ErrUnsupportedKey)
 }
+
+// ErrUnsupportedKey is a key pair keyd holds but the sdk cannot rebuild: an EC curve
+// other than P-256 (keyd answers no curve OID for those) or an unknown algorithm.
+var ErrUnsupportedKey = errors.New("unsupported key type")
 
 func uncompressed(x, y *big.Int) []byte {
 	out := make([]byte, 65)
