@@ -2,9 +2,10 @@ package main
 
 import (
 	"fmt"
-	"github.com/iotbroker/aziot/internal/atomicfile"
 	"os"
 	"path/filepath"
+
+	"github.com/iotbroker/aziot/internal/atomicfile"
 )
 
 // writeFileAtomic writes data to path so that a crash leaves the old or the new file,
