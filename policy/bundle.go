@@ -206,7 +206,7 @@ func checkSignatureBlock(s *SignatureBlock, keys map[string]*KeyConfig) error {
 	if s == nil {
 		return refuse(true, "bundle is not signed (no .signatures.json)")
 	}
-	if s.Plugin != "" {
+	if s.Plugin != "" && s.Plugin != "_default" { // OPA's signer writes "_default"
 		return refuse(true, "bundle signature names verifier plugin %q; only OPA's default verification is accepted", s.Plugin)
 	}
 	if len(s.Signatures) != 1 {

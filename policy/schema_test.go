@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"strings"
@@ -112,4 +113,34 @@ func TestGeneratedInputsMatchSchema(t *testing.T) {
 			t.Errorf("schema accepts %+v", in)
 		}
 	}
+}
+
+// FuzzInput parses input documents as `aziotctl policy eval` does and builds what a
+// decision needs: the OPA value and the cache key (which must be stable).
+func FuzzInput(f *testing.F) {
+	for _, in := range sampleInputs() {
+		b, _ := json.Marshal(in)
+		f.Add(b)
+	}
+	f.Add([]byte(`{"service":"keyd","caller":{"uid":1,"gid":2,"groups":[]},"resource":{"n":1.5,"l":[null,true,{"x":"y"}]}}`))
+	e, err := NewEngine(nil, principals())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in, err := ParseInput(b)
+		if err != nil {
+			return
+		}
+		_ = in.Value()
+		if k1, k2 := cacheKey(in, true), cacheKey(in, true); k1 != k2 {
+			t.Fatalf("unstable cache key for %s", b)
+		}
+		if _, err := json.Marshal(in); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Decide(context.Background(), in); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+	})
 }
