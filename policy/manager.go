@@ -2,6 +2,8 @@ package policy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,6 +66,7 @@ type Manager struct {
 	dirFP       string
 	bundleFP    string
 	etag        string
+	refusedPoll string // digest of the last polled bundle refused
 	status      Status
 	activations int
 }
@@ -395,6 +398,14 @@ func (m *Manager) PollOnce(ctx context.Context) error {
 	newTag := resp.Header.Get("ETag")
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	sum := sha256.Sum256(raw)
+	digest := hex.EncodeToString(sum[:])
+	if digest == m.refusedPoll {
+		// Refused before: say nothing new, ask with its ETag next time.
+		m.etag = newTag
+		m.setPollLocked("refused (unchanged)")
+		return nil
+	}
 	l, err := m.polledLayer(raw, newTag)
 	if err == nil && l == nil {
 		// Same revision and content as the active bundle.
@@ -407,6 +418,8 @@ func (m *Manager) PollOnce(ctx context.Context) error {
 	}
 	if err != nil {
 		m.refused("poll", err)
+		m.refusedPoll = digest
+		m.etag = newTag
 		m.setPollLocked("refused")
 		m.writeStatus()
 		return err

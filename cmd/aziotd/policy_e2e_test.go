@@ -12,12 +12,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1062,4 +1065,239 @@ func grepSecrets(t *testing.T, e *policyEnv, secrets []string) {
 		}
 	}
 	t.Logf("%d secrets checked against %d logs", len(needles), len(logs))
+}
+
+// ---------------------------------------------------------------------------- bundles
+
+var aziotctlBin string
+
+// aziotctl builds the CLI once.
+func aziotctl(t *testing.T) string {
+	t.Helper()
+	if aziotctlBin != "" {
+		return aziotctlBin
+	}
+	dir, err := os.MkdirTemp("", "aziotctl-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "aziotctl")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/aziotctl")
+	cmd.Dir = testenv.RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build aziotctl: %v\n%s", err, out)
+	}
+	aziotctlBin = bin
+	return bin
+}
+
+func (e *policyEnv) ctl(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(aziotctl(t), args...)
+	cmd.Env = append(os.Environ(), "AZIOTCTL_ETC_DIR="+filepath.Join(e.dir, "etc"), "AZIOTCTL_LIB_DIR="+filepath.Join(e.dir, "lib"))
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, string(out)
+}
+
+// Signed bundles through aziotctl and through a bundle server, end to end: the services
+// verify, activate within 2 seconds, refuse what is not trusted, and report the revision
+// in force.
+func TestPolicyBundles(t *testing.T) {
+	key := newECKey(t)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	keys := t.TempDir()
+	priv := filepath.Join(keys, "ops.key")
+	os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	pubPath := filepath.Join(keys, "ops.pem")
+	os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
+	other := newECKey(t)
+	oder, _ := x509.MarshalPKCS8PrivateKey(other)
+	otherPriv := filepath.Join(keys, "other.key")
+	os.WriteFile(otherPriv, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: oder}), 0o600)
+
+	// The bundle server (loopback only) serves whatever `serve` last set.
+	var mu sync.Mutex
+	var served []byte
+	etag := ""
+	var polls, notModified atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		polls.Add(1)
+		mu.Lock()
+		defer mu.Unlock()
+		if served == nil {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		if r.Header.Get("If-None-Match") == etag {
+			notModified.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("ETag", etag)
+		w.Write(served)
+	}))
+	defer srv.Close()
+	if !strings.HasPrefix(srv.URL, "http://127.0.0.1:") {
+		t.Fatalf("bundle server not on loopback: %s", srv.URL)
+	}
+	trust := fmt.Sprintf("[broker.policy_bundle_keys.ops]\nalgorithm = \"ES256\"\nkey_path = %q\n", pubPath)
+	poll := fmt.Sprintf("[broker.policy_bundle_service]\nurl = %q\nmin_delay_seconds = 0.2\nmax_delay_seconds = 0.4\n", srv.URL+"/bundles/fleet.tar.gz")
+	e := startPolicyDaemon(t, "[[principal]]\nuid = 1001\nkeys = [\"dev-*\"]\n", "")
+	// Trusted keys are read at start: write them, then restart.
+	for _, svc := range []string{"keyd", "certd"} {
+		testenv.WriteConfig(t, e.dir, svc, "70-bundles.toml", trust+poll)
+	}
+	e.d.Restart()
+	keyd := e.d.Socket("keyd")
+	u1001 := asUser{uid: 1001, gid: 1001}
+	if r := request(t, u1001, keyd, "POST", "/key"+keydAPI, `{"keyId":"dev-1","usage":"sign"}`); r.Status != 200 {
+		t.Fatal(r)
+	}
+	src := t.TempDir()
+	copyDir := func(example string) {
+		os.RemoveAll(src)
+		os.MkdirAll(src, 0o755)
+		dir := filepath.Join(testenv.RepoRoot(), "policy", "examples", example)
+		entries, _ := os.ReadDir(dir)
+		for _, en := range entries {
+			b, _ := os.ReadFile(filepath.Join(dir, en.Name()))
+			os.WriteFile(filepath.Join(src, en.Name()), b, 0o644)
+		}
+	}
+	build := func(rev, signingKey, kid string) string {
+		out := filepath.Join(t.TempDir(), "b.tar.gz")
+		args := []string{"policy", "build", src, "--revision", rev, "-o", out}
+		if signingKey != "" {
+			args = append(args, "--signing-key", signingKey, "--key-id", kid)
+		}
+		if code, o := e.ctl(t, args...); code != 0 {
+			t.Fatalf("build: %s", o)
+		}
+		return out
+	}
+	revisions := func() map[string]string {
+		return map[string]string{"keyd": e.status(t, "keyd").Revision, "certd": e.status(t, "certd").Revision}
+	}
+	waitRevision := func(rev string) time.Duration {
+		start := time.Now()
+		for {
+			r := revisions()
+			if r["keyd"] == rev && r["certd"] == rev {
+				return time.Since(start)
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("revision %s not in force: %v\n%s", rev, r, e.d.Stderr())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	t.Run("install activates atomically within 2 s", func(t *testing.T) {
+		copyDir("incident-cutoff")
+		b10 := build("10", priv, "ops")
+		start := time.Now()
+		code, out := e.ctl(t, "policy", "install", b10)
+		if code != 0 || !strings.Contains(out, "keyd: revision 10 in force") || !strings.Contains(out, "certd: revision 10 in force") {
+			t.Fatalf("%d %s", code, out)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("install took %s", took)
+		}
+		if r := request(t, u1001, keyd, "GET", "/key/dev-1"+keydAPI, ""); r.Status != 401 {
+			t.Errorf("bundle rule not in force: %v", r)
+		}
+		code, out = e.ctl(t, "policy", "status")
+		if code != 0 || strings.Count(out, "revision in force: 10") != 2 || !strings.Contains(out, "signed by ops") {
+			t.Fatalf("status: %d %s", code, out)
+		}
+	})
+
+	t.Run("unsigned, wrongly signed, unknown key, lower revision: refused", func(t *testing.T) {
+		copyDir("edge-agent-sign")
+		for _, c := range []struct {
+			bundle, want string
+		}{
+			{build("11", "", ""), "not signed"},
+			{build("11", otherPriv, "ops"), "failed to verify"},
+			{build("11", priv, "rogue"), "not trusted"},
+			{build("9", priv, "ops"), "lower"},
+		} {
+			code, out := e.ctl(t, "policy", "install", c.bundle)
+			if code == 0 || !strings.Contains(out, c.want) {
+				t.Errorf("want refusal %q: %d %s", c.want, code, out)
+			}
+		}
+		if r := revisions(); r["keyd"] != "10" || r["certd"] != "10" {
+			t.Fatalf("revision changed: %v", r)
+		}
+		// Forced: a lower revision, unsigned.
+		copyDir("iot-apps-certs")
+		code, out := e.ctl(t, "policy", "install", "--force", build("3", "", ""))
+		if code != 0 || !strings.Contains(out, "(forced)") || !strings.Contains(out, "keyd: revision 3 in force") {
+			t.Fatalf("forced: %d %s", code, out)
+		}
+		if r := request(t, u1001, keyd, "GET", "/key/dev-1"+keydAPI, ""); r.Status != 200 {
+			t.Errorf("incident bundle still in force: %v", r)
+		}
+		if code, out := e.ctl(t, "policy", "status"); !strings.Contains(out, "NOT verified (forced)") {
+			t.Errorf("status does not show the forced bundle: %d %s", code, out)
+		}
+	})
+
+	t.Run("a bundle server updates every service", func(t *testing.T) {
+		copyDir("incident-cutoff")
+		b, _ := os.ReadFile(build("20", otherPriv, "ops"))
+		mu.Lock()
+		served, etag = b, `"20-bad"`
+		mu.Unlock()
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			st := e.status(t, "keyd")
+			if st.LastError != nil && st.LastError.Source == "poll" && strings.Contains(st.LastError.Message, "verify") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("wrongly signed polled bundle not refused: %+v", st.LastError)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if r := revisions(); r["keyd"] != "3" {
+			t.Fatalf("refused bundle activated: %v", r)
+		}
+		b, _ = os.ReadFile(build("20", priv, "ops"))
+		mu.Lock()
+		served, etag = b, `"20"`
+		mu.Unlock()
+		took := waitRevision("20")
+		t.Logf("polled revision in force after %s", took)
+		if r := request(t, u1001, keyd, "GET", "/key/dev-1"+keydAPI, ""); r.Status != 401 {
+			t.Errorf("polled rule not in force: %v", r)
+		}
+		before := notModified.Load()
+		time.Sleep(time.Second)
+		if notModified.Load() == before {
+			t.Error("the services do not send If-None-Match")
+		}
+		code, out := e.ctl(t, "policy", "status")
+		if code != 0 || !strings.Contains(out, "from poll") || !strings.Contains(out, srv.URL) {
+			t.Errorf("status: %s", out)
+		}
+		// A lower revision from the server is refused.
+		copyDir("edge-agent-sign")
+		b, _ = os.ReadFile(build("19", priv, "ops"))
+		mu.Lock()
+		served, etag = b, `"19"`
+		mu.Unlock()
+		time.Sleep(time.Second)
+		if r := revisions(); r["keyd"] != "20" || r["certd"] != "20" {
+			t.Fatalf("lower polled revision activated: %v", r)
+		}
+	})
 }
