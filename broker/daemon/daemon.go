@@ -42,10 +42,15 @@ type Running interface {
 	Reload(mainPath, dirPath string) error
 	// ReloadDebounce is the watcher's quiet time.
 	ReloadDebounce() time.Duration
+	Close()
+}
+
+// PolicyRunning is implemented by a Running whose requests a policy engine decides:
+// startPolicy attaches the policy directory, bundles and decision log to it.
+type PolicyRunning interface {
 	// Policy returns the service's policy engine (nil when it was given another Decider)
 	// and its [broker] settings.
 	Policy() (*policy.Engine, broker.Settings)
-	Close()
 }
 
 // Run starts every unit, prints "ready" to ready (if not nil) once each socket answers,

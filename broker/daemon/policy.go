@@ -67,7 +67,12 @@ func BundleKeys(s broker.Settings) (map[string]*policy.KeyConfig, error) {
 // Decider (benchmarks) has no engine and gets nothing.
 func startPolicy(ctx context.Context, u Unit, r Running, log *slog.Logger) (func(), error) {
 	name := u.Name
-	eng, settings := r.Policy()
+	pr, ok := r.(PolicyRunning)
+	if !ok {
+		log.Warn("service has no policy engine: its default authorization only")
+		return func() {}, nil
+	}
+	eng, settings := pr.Policy()
 	if eng == nil {
 		return func() {}, nil
 	}
