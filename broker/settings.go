@@ -14,7 +14,7 @@ type Settings struct {
 	// its last good policy and its last polled bundle; default /var/lib/aziot/<svc>/policy.
 	PolicyStateDir string `toml:"policy_state_dir"`
 	// PolicyReloadIntervalMS is how often the policy directory and the installed bundle
-	// are checked for changes (default 500 ms).
+	// are checked for changes (default 250 ms).
 	PolicyReloadIntervalMS int `toml:"policy_reload_interval_ms"`
 	// PolicyCacheSize bounds the decision cache (default 4096 entries; -1 disables it).
 	PolicyCacheSize int `toml:"policy_cache_size"`

@@ -22,7 +22,7 @@ import (
 
 // DefaultReloadInterval is how often the policy directory and the installed bundle are
 // checked for changes; a change is in force well within 2 seconds.
-const DefaultReloadInterval = 500 * time.Millisecond
+const DefaultReloadInterval = 250 * time.Millisecond
 
 // PollOptions configure polling a bundle server with OPA's bundle service protocol.
 type PollOptions struct {
