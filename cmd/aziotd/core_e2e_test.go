@@ -324,7 +324,9 @@ func TestSocketActivation(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := filepath.Join(dir, "keyd.toml")
-		os.WriteFile(cfg, []byte(fmt.Sprintf("[aziot_keys]\nhomedir_path = %q\n", filepath.Join(dir, "home"))), 0o600)
+		// Every path the service would take from the packaged defaults stays in the test dir.
+		os.WriteFile(cfg, []byte(fmt.Sprintf("[aziot_keys]\nhomedir_path = %q\n\n[broker]\npolicy_dir = %q\npolicy_bundle_dir = %q\npolicy_state_dir = %q\n",
+			filepath.Join(dir, "home"), filepath.Join(dir, "policy.d"), filepath.Join(dir, "bundles"), filepath.Join(dir, "policy-state"))), 0o600)
 		sock := filepath.Join(dir, "keyd.sock")
 		// systemd-socket-activate passes only the variables named with -E.
 		cmd := exec.Command(activate, "-l", sock, "-E", "AZIOT_KEYD_CONFIG="+cfg, "-E", "AZIOT_KEYD_CONFIG_DIR="+filepath.Join(dir, "none"), link)
