@@ -242,6 +242,7 @@ func TestManagerInstalledBundle(t *testing.T) {
 		Log: slog.New(slog.NewTextHandler(logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	t.Cleanup(func() { cancel(); m.Wait() })
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -309,6 +310,7 @@ func TestManagerPollsBundleServer(t *testing.T) {
 		Log:  slog.New(slog.NewTextHandler(&syncBuf{}, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	t.Cleanup(func() { cancel(); m.Wait() })
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -69,6 +69,8 @@ type Manager struct {
 	refusedPoll string // digest of the last polled bundle refused
 	status      Status
 	activations int
+	// running counts the watch and poll goroutines, so that Wait can outlive them.
+	running sync.WaitGroup
 }
 
 // Status is what a service reports about its policy (status.json).
@@ -171,12 +173,18 @@ func (m *Manager) Start(ctx context.Context) error {
 	} else {
 		m.activated(true)
 	}
-	go m.watch(ctx)
+	m.running.Add(1)
+	go func() { defer m.running.Done(); m.watch(ctx) }()
 	if m.o.Poll != nil && m.o.Poll.URL != "" {
-		go m.poll(ctx)
+		m.running.Add(1)
+		go func() { defer m.running.Done(); m.poll(ctx) }()
 	}
 	return nil
 }
+
+// Wait returns once the goroutines Start began have ended (after its ctx is done), so
+// that nothing writes the state directory any more.
+func (m *Manager) Wait() { m.running.Wait() }
 
 func (m *Manager) initialLayers() (map[string]*Layer, error) {
 	layers := map[string]*Layer{"policy.d": nil, "bundle": nil}

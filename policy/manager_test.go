@@ -87,6 +87,7 @@ func TestManagerHotReload(t *testing.T) {
 	m, e, logs := newManager(t, dir, state)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	t.Cleanup(func() { cancel(); m.Wait() })
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +147,7 @@ func TestManagerStartFailsClosed(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "incident.rego"), cutOff)
 	m, _, _ := newManager(t, dir, state)
 	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); m.Wait() })
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
