@@ -722,19 +722,8 @@ func fdOf(t *testing.T, c net.Conn) uintptr {
 // decision log, every logged input is valid against the schema, and no secret the run
 // used appears in the decision logs or the service log.
 func TestPolicyDefaultRows(t *testing.T) {
-	e := startPolicyDaemon(t, `
-[[principal]]
-uid = 1001
-keys = ["dev-*", "shared"]
-
-[[principal]]
-uid = 1002
-keys = ["other-?"]
-
-[[principal]]
-uid = 1001
-keys = ["extra"]
-`, `
+	// The same keyd principals as TestKeydAuthorizationByUID.
+	e := startPolicyDaemon(t, keydPrincipals, `
 [cert_issuance.dev-self]
 method = "self_signed"
 
