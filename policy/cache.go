@@ -2,7 +2,6 @@ package policy
 
 import (
 	"math"
-	"sort"
 	"strconv"
 	"sync"
 )
@@ -151,13 +150,8 @@ func appendValue(b []byte, v any) ([]byte, bool) {
 		}
 		b = append(b, ']')
 	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
 		b = append(b, '{')
-		for _, k := range keys {
+		for _, k := range sortedKeys(x) {
 			b = strconv.AppendQuote(b, k)
 			b = append(b, ':')
 			if b, ok = appendValue(b, x[k]); !ok {
@@ -167,13 +161,8 @@ func appendValue(b []byte, v any) ([]byte, bool) {
 		}
 		b = append(b, '}')
 	case map[string]string:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
 		b = append(b, '{')
-		for _, k := range keys {
+		for _, k := range sortedKeys(x) {
 			b = strconv.AppendQuote(b, k)
 			b = append(b, ':')
 			b = strconv.AppendQuote(b, x[k])
