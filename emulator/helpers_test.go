@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -178,16 +177,13 @@ func policyToken(e *Emulator, hub string) string {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-// requireTool finds an external program; in CI (CI set) a missing tool fails the test,
-// elsewhere it skips.
+// requireTool finds an external program; a missing one fails the test (.ci/run installs
+// every tool the tests use).
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not found on PATH (required in CI): %v", name, err)
-		}
-		t.Skipf("%s not installed", name)
+		t.Fatalf("%s not found on PATH (.ci/run installs it): %v", name, err)
 	}
 	return p
 }
