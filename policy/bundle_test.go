@@ -336,8 +336,10 @@ func TestManagerPollsBundleServer(t *testing.T) {
 	if !signAllowed(t, e, 1001) {
 		t.Fatal("revision 5 not in force")
 	}
-	// The polled bundle survives a restart (verified again).
+	// The polled bundle survives a restart (verified again). The poller saves the bundle
+	// right after activating it: wait for it to finish before restarting.
 	cancel()
+	m.Wait()
 	e2, _ := NewEngine(nil, principals())
 	m2 := NewManager(e2, ManagerOptions{Service: "keyd", StateDir: state, Keys: trusted(ops), Log: slog.New(slog.NewTextHandler(&syncBuf{}, nil))})
 	ctx2, cancel2 := context.WithCancel(context.Background())
