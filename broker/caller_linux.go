@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/iotbroker/aziot/policy"
+	"github.com/iotbroker/aziot/policy/authz"
 )
 
 // peerCredentials reads SO_PEERCRED of a Unix connection: the kernel's record of the
@@ -63,8 +63,8 @@ func peerPidfd(c *net.UnixConn) int {
 //     pid could already name another process, and the facts are dropped.
 //
 // A fact that cannot be had (the peer in another pid namespace, or gone) is left out.
-func callerFacts(c *net.UnixConn, cred *unix.Ucred) policy.Caller {
-	caller := policy.Caller{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid}
+func callerFacts(c *net.UnixConn, cred *unix.Ucred) authz.Caller {
+	caller := authz.Caller{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid}
 	if cred.Pid <= 0 {
 		caller.PID = 0
 		return caller

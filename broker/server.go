@@ -19,7 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/iotbroker/aziot/policy"
+	"github.com/iotbroker/aziot/policy/authz"
 )
 
 // Defaults that are ours, not upstream's (upstream has no body limit).
@@ -41,10 +41,10 @@ type Service struct {
 	Routes []Route
 	// Decider authorizes requests; Principal resolves a UID to the principal record that
 	// the policy input carries (nil when the caller has none).
-	Decider   policy.Decider
+	Decider   authz.Decider
 	Principal func(uid uint32) map[string]any
 	// DecisionHook, if set, is told about every decision (the decision log).
-	DecisionHook func(in *policy.Input, d policy.Decision)
+	DecisionHook func(in *authz.Input, d authz.Decision)
 	Log          *slog.Logger
 	// BodyLimit caps request bodies (413 beyond it); 0 means DefaultBodyLimit.
 	BodyLimit int64
@@ -81,7 +81,7 @@ type ctxKey struct{}
 // conn carries the caller of a connection and returns its throttle slot once, on close.
 type conn struct {
 	net.Conn
-	caller  policy.Caller
+	caller  authz.Caller
 	release func()
 	once    sync.Once
 }
@@ -172,7 +172,7 @@ type Request struct {
 	Query      [][2]string
 	// Body is the decoded JSON body (the value NewBody returned) or nil when absent.
 	Body   any
-	Caller policy.Caller
+	Caller authz.Caller
 
 	svc *Service
 }
@@ -180,7 +180,7 @@ type Request struct {
 // Authorize asks the policy about operation on resource. On denial it returns the
 // service's upstream 401 built by denied; reasons go to the log only.
 func (r *Request) Authorize(operation string, resource, request map[string]any, denied func() *Error) *Error {
-	in := &policy.Input{
+	in := &authz.Input{
 		Service: r.svc.Name, Operation: operation, APIVersion: r.APIVersion,
 		Caller: r.Caller, Resource: resource, Request: request,
 	}
@@ -191,7 +191,7 @@ func (r *Request) Authorize(operation string, resource, request map[string]any, 
 	if err != nil {
 		// Fail closed: a broken policy denies.
 		r.svc.Log.Error("policy evaluation failed; denying", "operation", operation, "err", err)
-		d = policy.Decision{}
+		d = authz.Decision{}
 	}
 	if r.svc.DecisionHook != nil {
 		r.svc.DecisionHook(in, d)

@@ -20,6 +20,8 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
+
+	"github.com/iotbroker/aziot/policy/authz"
 )
 
 // MaxBundleBytes bounds a bundle archive (compressed and uncompressed).
@@ -270,7 +272,7 @@ func BundleLayer(vb *VerifiedBundle, source string) *Layer {
 	if l.Data == nil {
 		l.Data = map[string]any{}
 	}
-	l.Data = normalizeNumbers(deepCopy(l.Data).(map[string]any))
+	l.Data = authz.NormalizeNumbers(deepCopy(l.Data)).(map[string]any)
 	l.Meta = map[string]any{"source": source, "sha256": vb.SHA256, "signed": vb.Signed, "verified": vb.Verified,
 		"key_id": vb.KeyID, "forced": vb.Forced, "files": files}
 	if vb.Bundle.Etag != "" {

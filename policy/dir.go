@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/iotbroker/aziot/policy/authz"
 )
 
 // MaxPolicyFileBytes bounds one file of a policy directory.
@@ -68,7 +70,7 @@ func LoadDir(dir string) (*Layer, error) {
 			if dec.More() {
 				return nil, fmt.Errorf("%s: trailing data after the JSON document", f.Path)
 			}
-			v = normalize(v)
+			v = authz.NormalizeNumbers(v)
 			rel, _ := filepath.Rel(dir, filepath.Dir(f.Path))
 			var prefix []string
 			if rel != "." {

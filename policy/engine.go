@@ -40,27 +40,6 @@ func DefaultTests() string { return defaultPolicyTests }
 // Query is the one query every decision evaluates.
 const Query = "allow := data.aziot.authz.allow; deny := data.aziot.authz.deny"
 
-// Decision is the answer of the policy for one input.
-type Decision struct {
-	Allow bool
-	// Deny holds the reasons of every deny rule that fired; never sent to the caller.
-	Deny []string
-	// Revision is the manifest revision of the active bundle ("" without a bundle);
-	// PolicyID identifies the whole active policy (modules and policy data).
-	Revision string
-	PolicyID string
-	// Cached is true when the decision came from the decision cache.
-	Cached bool
-}
-
-// Allowed reports whether the request may go on: allow is true and nothing denies it.
-func (d Decision) Allowed() bool { return d.Allow && len(d.Deny) == 0 }
-
-// Decider is what the services ask; tests and benchmarks may substitute their own.
-type Decider interface {
-	Decide(ctx context.Context, in *Input) (Decision, error)
-}
-
 // Layer is one source of custom policy: the policy directory, a bundle. Its modules add
 // rules to the default policy; its data is merged into `data` beside the principals.
 type Layer struct {
@@ -438,7 +417,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 }
 
 func (s *snapshot) eval(ctx context.Context, in *Input, tracer topdown.QueryTracer) (Decision, error) {
-	opts := []rego.EvalOption{rego.EvalParsedInput(in.Value())}
+	opts := []rego.EvalOption{rego.EvalParsedInput(inputValue(in))}
 	if tracer != nil {
 		opts = append(opts, rego.EvalQueryTracer(tracer))
 	}

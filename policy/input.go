@@ -4,46 +4,34 @@
 package policy
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
-
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/iotbroker/aziot/policy/authz"
 )
 
-// InputVersion is the version of the input document below; policies may check it.
-const InputVersion = 1
+// The input types live in the leaf package authz; these names keep policy's API whole.
+type (
+	Input    = authz.Input
+	Caller   = authz.Caller
+	Decision = authz.Decision
+	Decider  = authz.Decider
+)
 
-// Input is the document a policy sees as `input`. It never carries secret bytes.
-type Input struct {
-	Service    string         `json:"service"`
-	Operation  string         `json:"operation"`
-	APIVersion string         `json:"api_version"`
-	Caller     Caller         `json:"caller"`
-	Resource   map[string]any `json:"resource,omitempty"`
-	Request    map[string]any `json:"request,omitempty"`
-}
+// InputVersion is the version of the input document.
+const InputVersion = authz.InputVersion
 
-// Caller holds the facts about the peer of a connection. UID and GID come from
-// SO_PEERCRED; the rest is best effort and absent when it cannot be had.
-type Caller struct {
-	UID       uint32         `json:"uid"`
-	GID       uint32         `json:"gid"`
-	Groups    []uint32       `json:"groups,omitzero"`
-	PID       int32          `json:"pid,omitempty"`
-	Exe       string         `json:"exe,omitempty"`
-	Principal map[string]any `json:"principal,omitempty"`
-}
+// ParseInput reads an input document (JSON); see authz.ParseInput.
+func ParseInput(b []byte) (*Input, error) { return authz.ParseInput(b) }
 
 // Value builds the OPA value directly: it is several times cheaper than letting rego
 // convert a Go struct through JSON on every request.
-func (in *Input) Value() ast.Value {
+func inputValue(in *Input) ast.Value {
 	terms := [][2]*ast.Term{
 		{ast.StringTerm("input_version"), ast.IntNumberTerm(InputVersion)},
 		{ast.StringTerm("service"), ast.StringTerm(in.Service)},
 		{ast.StringTerm("operation"), ast.StringTerm(in.Operation)},
 		{ast.StringTerm("api_version"), ast.StringTerm(in.APIVersion)},
-		{ast.StringTerm("caller"), ast.NewTerm(in.Caller.value())},
+		{ast.StringTerm("caller"), ast.NewTerm(callerValue(&in.Caller))},
 	}
 	if in.Resource != nil {
 		terms = append(terms, [2]*ast.Term{ast.StringTerm("resource"), anyTerm(in.Resource)})
@@ -54,7 +42,7 @@ func (in *Input) Value() ast.Value {
 	return ast.NewObject(terms...)
 }
 
-func (c *Caller) value() ast.Value {
+func callerValue(c *Caller) ast.Value {
 	terms := [][2]*ast.Term{
 		{ast.StringTerm("uid"), ast.UIntNumberTerm(uint64(c.UID))},
 		{ast.StringTerm("gid"), ast.UIntNumberTerm(uint64(c.GID))},
@@ -127,77 +115,4 @@ func anyTerm(v any) *ast.Term {
 		}
 		return ast.NewTerm(t)
 	}
-}
-
-// document is the JSON form of an input (what `input` is in Rego).
-type document struct {
-	InputVersion int            `json:"input_version"`
-	Service      string         `json:"service"`
-	Operation    string         `json:"operation"`
-	APIVersion   string         `json:"api_version"`
-	Caller       Caller         `json:"caller"`
-	Resource     map[string]any `json:"resource,omitempty"`
-	Request      map[string]any `json:"request,omitempty"`
-}
-
-// MarshalJSON writes the input document as the policy sees it (with input_version).
-func (in Input) MarshalJSON() ([]byte, error) {
-	return json.Marshal(document{InputVersion: InputVersion, Service: in.Service, Operation: in.Operation,
-		APIVersion: in.APIVersion, Caller: in.Caller, Resource: in.Resource, Request: in.Request})
-}
-
-// ParseInput reads an input document (JSON). Unknown fields are refused, so that a typo
-// in a hand-written input does not silently evaluate as an absent field; input_version,
-// when present, must be InputVersion.
-func ParseInput(b []byte) (*Input, error) {
-	var doc struct {
-		InputVersion *int `json:"input_version"`
-		document
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	dec.UseNumber()
-	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("input: %w", err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("input: trailing data after the document")
-	}
-	if doc.InputVersion != nil && *doc.InputVersion != InputVersion {
-		return nil, fmt.Errorf("input: input_version %d is not %d", *doc.InputVersion, InputVersion)
-	}
-	in := &Input{Service: doc.Service, Operation: doc.Operation, APIVersion: doc.APIVersion,
-		Caller: doc.Caller, Resource: normalizeNumbers(doc.Resource), Request: normalizeNumbers(doc.Request)}
-	in.Caller.Principal = normalizeNumbers(in.Caller.Principal)
-	return in, nil
-}
-
-// normalizeNumbers turns json.Number values into int64 or float64.
-func normalizeNumbers(m map[string]any) map[string]any {
-	if m == nil {
-		return nil
-	}
-	return normalize(m).(map[string]any)
-}
-
-func normalize(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			x[k] = normalize(e)
-		}
-		return x
-	case []any:
-		for i, e := range x {
-			x[i] = normalize(e)
-		}
-		return x
-	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return i
-		}
-		f, _ := x.Float64()
-		return f
-	}
-	return v
 }
