@@ -9,8 +9,9 @@ import (
 	"testing"
 )
 
-// vectorsDir is the shared config-apply vectors, beside the clone (CI has ../shared).
-const vectorsDir = "../../../shared/vectors/config-apply"
+// vectorsDir is upstream's config-apply vectors, copied verbatim into the repo's testdata
+// so that a plain clone tests itself (tests run in the package directory).
+const vectorsDir = "../../testdata/vectors/config-apply"
 
 var vectorEnv = Env{Hostname: "my-device", AziotcsUID: 5555, AziotidUID: 5556}
 

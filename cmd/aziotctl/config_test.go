@@ -14,7 +14,9 @@ import (
 	"github.com/iotbroker/aziot/broker/superconfig"
 )
 
-const vectorsDir = "../../../shared/vectors/config-apply"
+// vectorsDir is upstream's config-apply vectors in the repo's testdata (tests run in the
+// package directory).
+const vectorsDir = "../../testdata/vectors/config-apply"
 
 func listDir(t *testing.T, dir string) []string {
 	t.Helper()

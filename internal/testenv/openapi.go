@@ -14,8 +14,9 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 )
 
-// SpecDir is where upstream's OpenAPI files are: ../shared/spec/openapi beside the repo.
-func SpecDir() string { return filepath.Join(RepoRoot(), "..", "shared", "spec", "openapi") }
+// SpecDir is where upstream's OpenAPI files are: verbatim copies in the repo's testdata,
+// so that a plain clone tests itself (testdata/README.md says where they came from).
+func SpecDir() string { return filepath.Join(RepoRoot(), "testdata", "openapi") }
 
 // Spec is one upstream OpenAPI file, used to validate answers.
 type Spec struct {
