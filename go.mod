@@ -3,6 +3,7 @@ module github.com/iotbroker/aziot
 go 1.26.0
 
 require (
+	filippo.io/bigmod v0.1.0 // indirect
 	github.com/BurntSushi/toml v1.6.0 // indirect
 	github.com/agnivade/levenshtein v1.2.1 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
