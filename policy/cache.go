@@ -1,43 +1,83 @@
 package policy
 
 import (
+	"crypto/sha256"
 	"math"
 	"strconv"
 	"sync"
 )
 
-// DefaultCacheSize bounds the decision cache of one policy snapshot.
-const DefaultCacheSize = 4096
+// Decision cache bounds of one policy snapshot.
+const (
+	// DefaultCacheSize bounds the number of cached decisions.
+	DefaultCacheSize = 4096
+	// DefaultCacheBytes bounds the memory the cached decisions hold (keys, deny messages
+	// and map overhead, estimated).
+	DefaultCacheBytes = 4 << 20
+	// MaxCachedInputBytes is the largest canonical input encoding that is cached: a
+	// bigger input (a caller sending huge IDs) is evaluated every time, which costs it
+	// and nobody else, instead of letting one uid fill the cache with big entries.
+	MaxCachedInputBytes = 4 << 10
+)
 
-// decisionCache maps a canonical encoding of a whole input to its decision. It belongs to
-// one policy snapshot: a policy, bundle or principal change builds a new snapshot with an
-// empty cache, so a stale decision cannot outlive the change. Policies that read the clock
-// (or anything else outside input and data) get no cache at all.
+// entryOverhead estimates what one entry costs beside its deny messages: the 32-byte
+// key, the Decision struct and the map's bucket share.
+const entryOverhead = 160
+
+// cacheKey is the SHA-256 of an input's canonical encoding. A fixed-size key keeps an
+// entry small however big the input; SHA-256 makes a collision (which would hand one
+// input another's decision) impossible in practice, where a shorter or non-cryptographic
+// hash could be forced by a caller choosing IDs.
+type cacheKey [sha256.Size]byte
+
+// decisionCache maps the hash of a canonical encoding of a whole input to its decision.
+// It belongs to one policy snapshot: a policy, bundle or principal change builds a new
+// snapshot with an empty cache, so a stale decision cannot outlive the change. Policies
+// that read the clock (or anything else outside input and data) get no cache at all.
 type decisionCache struct {
-	mu  sync.RWMutex
-	max int
-	m   map[string]Decision
+	mu       sync.RWMutex
+	max      int
+	maxBytes int
+	bytes    int
+	m        map[cacheKey]Decision
 }
 
-func newDecisionCache(max int) *decisionCache {
-	return &decisionCache{max: max, m: make(map[string]Decision, 64)}
+func newDecisionCache(max, maxBytes int) *decisionCache {
+	return &decisionCache{max: max, maxBytes: maxBytes, m: make(map[cacheKey]Decision, 64)}
 }
 
-func (c *decisionCache) get(key string) (Decision, bool) {
+func (c *decisionCache) get(key *cacheKey) (Decision, bool) {
 	c.mu.RLock()
-	d, ok := c.m[key]
+	d, ok := c.m[*key]
 	c.mu.RUnlock()
 	return d, ok
 }
 
-func (c *decisionCache) put(key string, d Decision) {
-	c.mu.Lock()
-	if len(c.m) >= c.max {
-		// Bounded: start over rather than track recency; a full cache means inputs vary
-		// (new pids, many IDs) and the policy is evaluated anyway.
-		c.m = make(map[string]Decision, 64)
+func entryCost(d Decision) int {
+	n := entryOverhead
+	for _, s := range d.Deny {
+		n += len(s) + 16
 	}
-	c.m[key] = d
+	return n
+}
+
+func (c *decisionCache) put(key *cacheKey, d Decision) {
+	cost := entryCost(d)
+	if cost > c.maxBytes/16 {
+		// One decision with huge deny messages would crowd out the rest.
+		return
+	}
+	c.mu.Lock()
+	if _, ok := c.m[*key]; !ok {
+		if len(c.m) >= c.max || c.bytes+cost > c.maxBytes {
+			// Bounded: start over rather than track recency; a full cache means inputs
+			// vary (new pids, many IDs) and the policy is evaluated anyway.
+			c.m = make(map[cacheKey]Decision, 64)
+			c.bytes = 0
+		}
+		c.m[*key] = d
+		c.bytes += cost
+	}
 	c.mu.Unlock()
 }
 
@@ -47,131 +87,174 @@ func (c *decisionCache) len() int {
 	return len(c.m)
 }
 
-// cacheKey encodes every field of the input that can reach the policy, unambiguously:
-// strings are quoted, maps are written in key order, lists keep their order. Two inputs
-// get the same key only if they are the same document (the pid aside when no module can
-// read it). An input holding a value the encoder does not know gets no key ("") and is
-// not cached.
-func cacheKey(in *Input, withPID bool) string {
-	b := make([]byte, 0, 256)
-	b = strconv.AppendQuote(b, in.Service)
-	b = strconv.AppendQuote(b, in.Operation)
-	b = strconv.AppendQuote(b, in.APIVersion)
-	c := &in.Caller
-	b = append(b, 'u')
-	b = strconv.AppendUint(b, uint64(c.UID), 10)
-	b = append(b, 'g')
-	b = strconv.AppendUint(b, uint64(c.GID), 10)
-	if c.Groups != nil {
-		b = append(b, 'G', '[')
-		for _, g := range c.Groups {
-			b = strconv.AppendUint(b, uint64(g), 10)
-			b = append(b, ',')
-		}
-		b = append(b, ']')
-	}
-	if withPID && c.PID != 0 {
-		b = append(b, 'p')
-		b = strconv.AppendInt(b, int64(c.PID), 10)
-	}
-	if c.Exe != "" {
-		b = append(b, 'e')
-		b = strconv.AppendQuote(b, c.Exe)
-	}
-	var ok bool
-	if c.Principal != nil {
-		b = append(b, 'P')
-		if b, ok = appendValue(b, c.Principal); !ok {
-			return ""
-		}
-	}
-	if in.Resource != nil {
-		b = append(b, 'R')
-		if b, ok = appendValue(b, in.Resource); !ok {
-			return ""
-		}
-	}
-	if in.Request != nil {
-		b = append(b, 'Q')
-		if b, ok = appendValue(b, in.Request); !ok {
-			return ""
-		}
-	}
-	return string(b)
+func (c *decisionCache) size() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.bytes
 }
 
-func appendValue(b []byte, v any) ([]byte, bool) {
-	ok := true
+// keyBufs recycles the encoding buffers so that a cache hit allocates nothing.
+var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// inputKey hashes the canonical encoding of in (see encodeInput). ok is false when the
+// input is not cached: too large, or holding a value the encoder does not know.
+func inputKey(in *Input, withPID bool) (key cacheKey, ok bool) {
+	bp := keyBufs.Get().(*[]byte)
+	b, ok := encodeInput((*bp)[:0], in, withPID, MaxCachedInputBytes)
+	if ok {
+		key = sha256.Sum256(b)
+	}
+	if cap(b) <= 2*MaxCachedInputBytes {
+		*bp = b[:0]
+		keyBufs.Put(bp)
+	}
+	return key, ok
+}
+
+// encodeInput appends an encoding of every field of the input that can reach the
+// policy, unambiguously: strings are quoted, maps are written in key order, lists keep
+// their order. Two inputs get the same encoding only if they are the same document (the
+// pid aside when no module can read it). It gives up (ok false) as soon as the encoding
+// passes limit bytes (limit <= 0: no limit), or on a value it does not know.
+func encodeInput(b []byte, in *Input, withPID bool, limit int) ([]byte, bool) {
+	e := encoder{b: b, limit: limit}
+	e.quote(in.Service)
+	e.quote(in.Operation)
+	e.quote(in.APIVersion)
+	c := &in.Caller
+	e.b = append(e.b, 'u')
+	e.b = strconv.AppendUint(e.b, uint64(c.UID), 10)
+	e.b = append(e.b, 'g')
+	e.b = strconv.AppendUint(e.b, uint64(c.GID), 10)
+	if c.Groups != nil {
+		e.b = append(e.b, 'G', '[')
+		for _, g := range c.Groups {
+			e.b = strconv.AppendUint(e.b, uint64(g), 10)
+			e.b = append(e.b, ',')
+		}
+		e.b = append(e.b, ']')
+	}
+	if withPID && c.PID != 0 {
+		e.b = append(e.b, 'p')
+		e.b = strconv.AppendInt(e.b, int64(c.PID), 10)
+	}
+	if c.Exe != "" {
+		e.b = append(e.b, 'e')
+		e.quote(c.Exe)
+	}
+	if c.Principal != nil {
+		e.b = append(e.b, 'P')
+		e.value(c.Principal)
+	}
+	if in.Resource != nil {
+		e.b = append(e.b, 'R')
+		e.value(in.Resource)
+	}
+	if in.Request != nil {
+		e.b = append(e.b, 'Q')
+		e.value(in.Request)
+	}
+	return e.b, e.ok()
+}
+
+type encoder struct {
+	b     []byte
+	limit int
+	bad   bool
+}
+
+func (e *encoder) ok() bool { return !e.bad && !e.over() }
+
+func (e *encoder) over() bool { return e.limit > 0 && len(e.b) > e.limit }
+
+// quote appends s quoted; a string that alone passes the limit is not copied at all.
+func (e *encoder) quote(s string) {
+	if e.limit > 0 && len(e.b)+len(s) > e.limit {
+		e.bad = true
+		return
+	}
+	e.b = strconv.AppendQuote(e.b, s)
+}
+
+func (e *encoder) value(v any) {
+	if e.bad || e.over() {
+		e.bad = true
+		return
+	}
 	switch x := v.(type) {
 	case nil:
-		b = append(b, 'n')
+		e.b = append(e.b, 'n')
 	case string:
-		b = strconv.AppendQuote(b, x)
+		e.quote(x)
 	case bool:
 		if x {
-			b = append(b, 't')
+			e.b = append(e.b, 't')
 		} else {
-			b = append(b, 'f')
+			e.b = append(e.b, 'f')
 		}
 	case int:
-		b = append(b, '#')
-		b = strconv.AppendInt(b, int64(x), 10)
+		e.b = append(e.b, '#')
+		e.b = strconv.AppendInt(e.b, int64(x), 10)
 	case int64:
-		b = append(b, '#')
-		b = strconv.AppendInt(b, x, 10)
+		e.b = append(e.b, '#')
+		e.b = strconv.AppendInt(e.b, x, 10)
 	case uint32:
-		b = append(b, '#')
-		b = strconv.AppendUint(b, uint64(x), 10)
+		e.b = append(e.b, '#')
+		e.b = strconv.AppendUint(e.b, uint64(x), 10)
 	case uint64:
-		b = append(b, '#')
-		b = strconv.AppendUint(b, x, 10)
+		e.b = append(e.b, '#')
+		e.b = strconv.AppendUint(e.b, x, 10)
 	case float64:
 		if x == math.Trunc(x) && math.Abs(x) < 1<<53 {
-			b = append(b, '#')
-			b = strconv.AppendInt(b, int64(x), 10)
+			e.b = append(e.b, '#')
+			e.b = strconv.AppendInt(e.b, int64(x), 10)
 		} else {
-			b = append(b, '~')
-			b = strconv.AppendFloat(b, x, 'g', -1, 64)
+			e.b = append(e.b, '~')
+			e.b = strconv.AppendFloat(e.b, x, 'g', -1, 64)
 		}
 	case []string:
-		b = append(b, '[')
+		e.b = append(e.b, '[')
 		for _, s := range x {
-			b = strconv.AppendQuote(b, s)
-			b = append(b, ',')
+			if e.bad {
+				return
+			}
+			e.quote(s)
+			e.b = append(e.b, ',')
 		}
-		b = append(b, ']')
+		e.b = append(e.b, ']')
 	case []any:
-		b = append(b, '[')
-		for _, e := range x {
-			if b, ok = appendValue(b, e); !ok {
-				return b, false
+		e.b = append(e.b, '[')
+		for _, el := range x {
+			if e.bad {
+				return
 			}
-			b = append(b, ',')
+			e.value(el)
+			e.b = append(e.b, ',')
 		}
-		b = append(b, ']')
+		e.b = append(e.b, ']')
 	case map[string]any:
-		b = append(b, '{')
+		e.b = append(e.b, '{')
 		for _, k := range sortedKeys(x) {
-			b = strconv.AppendQuote(b, k)
-			b = append(b, ':')
-			if b, ok = appendValue(b, x[k]); !ok {
-				return b, false
+			if e.bad {
+				return
 			}
-			b = append(b, ',')
+			e.quote(k)
+			e.b = append(e.b, ':')
+			e.value(x[k])
+			e.b = append(e.b, ',')
 		}
-		b = append(b, '}')
+		e.b = append(e.b, '}')
 	case map[string]string:
-		b = append(b, '{')
+		e.b = append(e.b, '{')
 		for _, k := range sortedKeys(x) {
-			b = strconv.AppendQuote(b, k)
-			b = append(b, ':')
-			b = strconv.AppendQuote(b, x[k])
-			b = append(b, ',')
+			e.quote(k)
+			e.b = append(e.b, ':')
+			e.quote(x[k])
+			e.b = append(e.b, ',')
 		}
-		b = append(b, '}')
+		e.b = append(e.b, '}')
 	default:
 		// Other types are not cached.
-		return b, false
+		e.bad = true
 	}
-	return b, true
 }

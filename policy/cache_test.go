@@ -2,6 +2,8 @@ package policy
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -75,7 +77,7 @@ func TestCacheKeepsInputsApart(t *testing.T) {
 		if d := decideT(t, e, baseInput()); !d.Allowed() {
 			t.Errorf("base after %s: %+v", name, d)
 		}
-		if cacheKey(baseInput(), true) == cacheKey(v, true) {
+		if keyOf(baseInput(), true) == keyOf(v, true) {
 			t.Errorf("variant %s has the base's key", name)
 		}
 	}
@@ -83,14 +85,14 @@ func TestCacheKeepsInputsApart(t *testing.T) {
 	a, b := baseInput(), baseInput()
 	a.Caller.Groups, b.Caller.Groups = nil, []uint32{}
 	a.Caller.Exe = ""
-	if cacheKey(a, true) == cacheKey(b, true) {
+	if keyOf(a, true) == keyOf(b, true) {
 		t.Error("absent and empty groups share a key")
 	}
 	// Strings cannot run into each other.
 	a, b = baseInput(), baseInput()
 	a.Resource = map[string]any{"key_id": `k","key_kind":"key`}
 	b.Resource = map[string]any{"key_id": "k", "key_kind": "key"}
-	if cacheKey(a, true) == cacheKey(b, true) {
+	if keyOf(a, true) == keyOf(b, true) {
 		t.Error("quoting broken")
 	}
 }
@@ -219,5 +221,101 @@ func TestCacheBounded(t *testing.T) {
 	}
 	if ok, _ := e.Cacheable(); ok {
 		t.Fatal("cache not disabled")
+	}
+}
+
+// keyOf is the whole canonical encoding of an input, for comparing two inputs' keys.
+func keyOf(in *Input, withPID bool) string {
+	b, ok := encodeInput(nil, in, withPID, 0)
+	if !ok {
+		return ""
+	}
+	return string(b)
+}
+
+func heapAlloc() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// A caller sending many distinct big IDs cannot grow the cache: an entry holds a
+// fixed-size hash, never the input, and inputs above MaxCachedInputBytes are not cached.
+// Before the cache was keyed on a hash, 2000 inputs of 64 KiB kept 128 MiB alive.
+func TestCacheMemoryBoundedUnderFlood(t *testing.T) {
+	e, err := NewEngine(nil, principals())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := heapAlloc()
+	for _, size := range []int{64 << 10, 2 << 10} {
+		for i := 0; i < 2000; i++ {
+			in := &Input{Service: "keyd", Operation: "keyd.key.create", APIVersion: "2021-05-01", Caller: Caller{UID: 4242, GID: 4242},
+				Resource: map[string]any{"key_id": fmt.Sprintf("%08d%s", i, strings.Repeat("x", size))}}
+			if d := decideT(t, e, in); d.Allowed() {
+				t.Fatal("uid without a principal allowed")
+			}
+		}
+	}
+	grown := int64(heapAlloc()) - int64(base)
+	c := e.cur.Load().cache
+	t.Logf("heap grew by %d KiB; cache holds %d entries, about %d KiB", grown>>10, c.len(), c.size()>>10)
+	if grown > 16<<20 {
+		t.Fatalf("heap grew by %d MiB after a flood of big inputs", grown>>20)
+	}
+	if c.size() > DefaultCacheBytes {
+		t.Fatalf("cache accounts %d bytes, bound %d", c.size(), DefaultCacheBytes)
+	}
+	runtime.KeepAlive(e)
+}
+
+// Inputs whose encoding is larger than MaxCachedInputBytes are decided every time; the
+// rest is cached as before.
+func TestCacheSkipsLargeInputs(t *testing.T) {
+	e, _ := NewEngine(nil, principals())
+	big := baseInput()
+	big.Resource["key_id"] = strings.Repeat("k", MaxCachedInputBytes)
+	for i := 0; i < 2; i++ {
+		if d := decideT(t, e, big); d.Cached {
+			t.Fatal("large input cached")
+		}
+	}
+	if _, ok := inputKey(big, true); ok {
+		t.Fatal("large input has a key")
+	}
+	nested := baseInput()
+	nested.Request["list"] = []any{strings.Repeat("a", MaxCachedInputBytes/2), map[string]any{"b": strings.Repeat("b", MaxCachedInputBytes/2)}}
+	if _, ok := inputKey(nested, true); ok {
+		t.Fatal("large nested input has a key")
+	}
+	small := baseInput()
+	decideT(t, e, small)
+	if d := decideT(t, e, small); !d.Cached {
+		t.Fatal("small input not cached")
+	}
+}
+
+// The cache is bounded in bytes as well as in entries.
+func TestCacheBoundedInBytes(t *testing.T) {
+	const policy = "package aziot.authz\nimport rego.v1\ndeny contains sprintf(\"%s is refused by a long explanation\", [input.resource.key_id])\n"
+	e, err := NewEngine(map[string]string{"msg.rego": policy}, principals())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCacheBytes(64 << 10); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2000; i++ {
+		in := baseInput()
+		in.Resource["key_id"] = fmt.Sprintf("%04d-%s", i, strings.Repeat("m", 1000))
+		decideT(t, e, in)
+		if n := e.cur.Load().cache.size(); n > 64<<10 {
+			t.Fatalf("cache at %d bytes", n)
+		}
+	}
+	if e.cur.Load().cache.len() == 0 {
+		t.Fatal("nothing cached")
 	}
 }

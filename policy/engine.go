@@ -70,6 +70,8 @@ type Engine struct {
 
 	// CacheSize bounds the decision cache (entries); 0 means DefaultCacheSize, <0 disables it.
 	cacheSize int
+	// cacheBytes bounds the decision cache's memory; 0 means DefaultCacheBytes.
+	cacheBytes int
 	// TestTimeout bounds the Rego tests run before a layer is activated.
 	TestTimeout time.Duration
 }
@@ -103,6 +105,15 @@ func NewEngine(extra map[string]string, data map[string]any) (*Engine, error) {
 func (e *Engine) SetCacheSize(n int) error {
 	e.mu.Lock()
 	e.cacheSize = n
+	e.mu.Unlock()
+	return e.rebuild(func(*snapshot) {})
+}
+
+// SetCacheBytes sets the decision cache's memory bound (0: DefaultCacheBytes) from the
+// next change on; it also empties the cache.
+func (e *Engine) SetCacheBytes(n int) error {
+	e.mu.Lock()
+	e.cacheBytes = n
 	e.mu.Unlock()
 	return e.rebuild(func(*snapshot) {})
 }
@@ -209,7 +220,7 @@ func (e *Engine) apply(change func(*snapshot), runTests bool) error {
 		next.principals, next.layers = cur.principals, cur.layers
 	}
 	change(next)
-	if err := compileSnapshot(next, e.cacheSize); err != nil {
+	if err := compileSnapshot(next, e.cacheSize, e.cacheBytes); err != nil {
 		return err
 	}
 	if runTests {
@@ -334,7 +345,7 @@ func deepCopy(v any) any {
 	return v
 }
 
-func compileSnapshot(s *snapshot, cacheSize int) error {
+func compileSnapshot(s *snapshot, cacheSize, cacheBytes int) error {
 	mods, err := parsedModules(s.layers, false)
 	if err != nil {
 		return err
@@ -386,7 +397,10 @@ func compileSnapshot(s *snapshot, cacheSize int) error {
 		if cacheSize == 0 {
 			cacheSize = DefaultCacheSize
 		}
-		s.cache = newDecisionCache(cacheSize)
+		if cacheBytes <= 0 {
+			cacheBytes = DefaultCacheBytes
+		}
+		s.cache = newDecisionCache(cacheSize, cacheBytes)
 	}
 	return nil
 }
@@ -398,20 +412,23 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	if s == nil {
 		return Decision{}, errors.New("evaluate policy: no policy")
 	}
-	var key string
+	var key cacheKey
+	keyed := false
 	if s.cacheable {
-		key = cacheKey(in, s.keyPID)
-		if d, ok := s.cache.get(key); ok {
-			d.Cached = true
-			return d, nil
+		key, keyed = inputKey(in, s.keyPID)
+		if keyed {
+			if d, ok := s.cache.get(&key); ok {
+				d.Cached = true
+				return d, nil
+			}
 		}
 	}
 	d, err := s.eval(ctx, in, nil)
 	if err != nil {
 		return Decision{}, err
 	}
-	if s.cacheable && key != "" {
-		s.cache.put(key, d)
+	if keyed {
+		s.cache.put(&key, d)
 	}
 	return d, nil
 }

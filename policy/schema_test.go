@@ -133,7 +133,7 @@ func FuzzInput(f *testing.F) {
 			return
 		}
 		_ = inputValue(in)
-		if k1, k2 := cacheKey(in, true), cacheKey(in, true); k1 != k2 {
+		if k1, k2 := keyOf(in, true), keyOf(in, true); k1 != k2 {
 			t.Fatalf("unstable cache key for %s", b)
 		}
 		if _, err := json.Marshal(in); err != nil {
