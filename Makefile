@@ -21,13 +21,15 @@ unit:
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
 # Besides vet, staticcheck and gofmt: scripts/pathcheck fails on code paths outside the repo
-# (a plain clone has no ../shared beside it).
+# (a plain clone has no ../shared beside it), and go.mod/go.sum must be what `go mod tidy`
+# makes of them (-diff prints the difference and fails, changing nothing).
 lint:
 	$(GO) vet $(PKGS)
 	@if command -v staticcheck >/dev/null 2>&1; then staticcheck $(PKGS); \
 	 else $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.6.1 $(PKGS); fi
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) run ./scripts/pathcheck
+	$(GO) mod tidy -diff
 
 # Each fuzz target runs for FUZZTIME; the list is kept in scripts/fuzz-targets.
 fuzz:
