@@ -112,6 +112,7 @@ type StatusError struct {
 
 // PollStatus is the state of bundle polling.
 type PollStatus struct {
+	// URL is the bundle URL with its query and userinfo redacted (RedactURL).
 	URL      string    `json:"url"`
 	ETag     string    `json:"etag,omitempty"`
 	LastPoll time.Time `json:"last_poll"`
@@ -351,7 +352,7 @@ func (m *Manager) loadInstalled(cur *Layer) (*Layer, error) {
 func (m *Manager) poll(ctx context.Context) {
 	for {
 		if err := m.PollOnce(ctx); err != nil {
-			m.log.Warn("bundle poll failed", "url", m.o.Poll.URL, "err", err)
+			m.log.Warn("bundle poll failed", "url", RedactURL(m.o.Poll.URL), "err", err)
 		}
 		d := m.o.Poll.MinDelay
 		if span := m.o.Poll.MaxDelay - m.o.Poll.MinDelay; span > 0 {
@@ -366,12 +367,18 @@ func (m *Manager) poll(ctx context.Context) {
 }
 
 // PollOnce asks the bundle server for the bundle once (If-None-Match with the last ETag)
-// and activates a new one after verifying its signature and revision.
+// and activates a new one after verifying its signature and revision. Its errors never
+// hold the URL's query or userinfo (see RedactURL).
 func (m *Manager) PollOnce(ctx context.Context) error {
+	return redactError(m.pollOnce(ctx), m.o.Poll.URL)
+}
+
+func (m *Manager) pollOnce(ctx context.Context) error {
 	p := m.o.Poll
+	shown := RedactURL(p.URL)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("bundle poll request: %w", err)
 	}
 	m.mu.Lock()
 	etag := m.etag
@@ -385,6 +392,7 @@ func (m *Manager) PollOnce(ctx context.Context) error {
 	}
 	resp, err := p.Client.Do(req)
 	if err != nil {
+		err = redactError(err, p.URL)
 		m.setPoll("error: " + err.Error())
 		return err
 	}
@@ -397,11 +405,13 @@ func (m *Manager) PollOnce(ctx context.Context) error {
 	default:
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
 		m.setPoll(fmt.Sprintf("HTTP %d", resp.StatusCode))
-		return fmt.Errorf("bundle server answered %s", resp.Status)
+		return fmt.Errorf("bundle server %s answered %s", shown, resp.Status)
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxBundleBytes+1))
 	if err != nil {
-		return err
+		err = redactError(err, p.URL)
+		m.setPoll("error: " + err.Error())
+		return fmt.Errorf("read bundle from %s: %w", shown, err)
 	}
 	newTag := resp.Header.Get("ETag")
 	m.mu.Lock()
@@ -425,6 +435,7 @@ func (m *Manager) PollOnce(ctx context.Context) error {
 		err = m.e.SetLayer("bundle", l)
 	}
 	if err != nil {
+		err = redactError(err, p.URL)
 		m.refused("poll", err)
 		m.refusedPoll = digest
 		m.etag = newTag
@@ -434,7 +445,7 @@ func (m *Manager) PollOnce(ctx context.Context) error {
 	}
 	m.etag = newTag
 	m.savePolled(raw, newTag)
-	m.log.Info("policy bundle activated", "source", "poll", "url", p.URL, "revision", l.Revision, "key_id", l.Meta["key_id"])
+	m.log.Info("policy bundle activated", "source", "poll", "url", shown, "revision", l.Revision, "key_id", l.Meta["key_id"])
 	m.setPollLocked("activated")
 	m.activated(true)
 	return nil
@@ -471,7 +482,13 @@ func (m *Manager) setPoll(result string) {
 }
 
 func (m *Manager) setPollLocked(result string) {
-	m.status.Poll = &PollStatus{URL: m.o.Poll.URL, ETag: m.etag, LastPoll: time.Now().UTC(), Result: result}
+	prev := m.status.Poll
+	m.status.Poll = &PollStatus{URL: RedactURL(m.o.Poll.URL), ETag: m.etag, LastPoll: time.Now().UTC(), Result: result}
+	// status.json shows a failing server; rewriting it on every unchanged poll would
+	// only wear the disk.
+	if prev == nil || prev.Result != result || prev.ETag != m.etag {
+		m.writeStatus()
+	}
 }
 
 func (m *Manager) polledDir() string {
@@ -580,7 +597,7 @@ func (m *Manager) writeStatus() {
 		return
 	}
 	b, _ := json.MarshalIndent(m.status, "", "  ")
-	if err := writeAtomic(filepath.Join(m.o.StateDir, "status.json"), append(b, '\n'), 0o644); err != nil {
+	if err := writeAtomic(filepath.Join(m.o.StateDir, "status.json"), append(b, '\n'), 0o640); err != nil {
 		m.log.Warn("cannot write the policy status", "err", err)
 	}
 }
