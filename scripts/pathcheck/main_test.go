@@ -39,7 +39,7 @@ func TestKindOf(t *testing.T) {
 	for file, want := range map[string]string{
 		"a/b.go": "go", "Makefile": "make", "scripts/fuzz.sh": "sh", ".ci/run": "sh",
 		"x/run.js": "js", "docs/a.md": "", "testdata/README.md": "", "testdata/x/y.go": "",
-		"README.md": "", "go.mod": "",
+		"README.md": "", "go.mod": "", "scripts/pathcheck/main.go": "",
 	} {
 		if got := kindOf(file); got != want {
 			t.Errorf("kindOf(%q) = %q, want %q", file, got, want)
