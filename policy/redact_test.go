@@ -16,10 +16,10 @@ import (
 func TestRedactURL(t *testing.T) {
 	for in, want := range map[string]string{
 		"https://fleet.blob.core.windows.net/b/fleet.tar.gz?sv=2024&sig=abc%2Fdef": "https://fleet.blob.core.windows.net/b/fleet.tar.gz?REDACTED",
-		"https://user:pass@host/path":                                             "https://REDACTED@host/path",
-		"https://host/path":                                                       "https://host/path",
-		"https://host/path#frag":                                                  "https://host/path#REDACTED",
-		"http://a b/%zz?sig=x":                                                    "(unparseable URL, REDACTED)",
+		"https://user:pass@host/path": "https://REDACTED@host/path",
+		"https://host/path":           "https://host/path",
+		"https://host/path#frag":      "https://host/path#REDACTED",
+		"http://a b/%zz?sig=x":        "(unparseable URL, REDACTED)",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
