@@ -3,6 +3,7 @@ package keyd
 import (
 	"encoding/base64"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -68,19 +69,170 @@ func TestHandleLayoutMatchesUpstream(t *testing.T) {
 	}
 }
 
-// FuzzHandleValidate: handle parsing never panics, and only handles keyd signed pass.
+// splitHandle decodes the sr and sig parts of s as validate reads them (the last of
+// each wins); ok is false when validate would refuse the layout.
+func splitHandle(s string) (sr, sig []byte, ok bool) {
+	var haveSR, haveSig bool
+	for _, part := range strings.Split(s, "&") {
+		var err error
+		switch {
+		case strings.HasPrefix(part, "sr="):
+			sr, err = base64.StdEncoding.DecodeString(part[3:])
+			haveSR = true
+		case strings.HasPrefix(part, "sig="):
+			sig, err = base64.StdEncoding.DecodeString(part[4:])
+			haveSig = true
+		}
+		if err != nil {
+			return nil, nil, false
+		}
+	}
+	return sr, sig, haveSR && haveSig
+}
+
+// issued is what a test handed out: each signed sr with the handle it stands for.
+type issued struct {
+	handles  []string
+	accepted map[string]*Handle // by decoded sr
+	nested   map[string]bool    // signed, but refused with errNested
+}
+
+func issueAll(t testing.TB, h *handles) issued {
+	t.Helper()
+	is := issued{accepted: map[string]*Handle{}, nested: map[string]bool{}}
+	add := func(s string, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sr, _, ok := splitHandle(s)
+		if !ok {
+			t.Fatalf("issued handle %q does not split", s)
+		}
+		got, err := h.validate(s)
+		switch {
+		case errors.Is(err, errNested):
+			is.nested[string(sr)] = true
+		case err != nil:
+			t.Fatalf("issued handle %q refused: %v", s, err)
+		default:
+			is.accepted[string(sr)] = got
+		}
+		is.handles = append(is.handles, s)
+		return s
+	}
+	add(h.issue(KindKey, "k", "", nil))
+	add(h.issue(KindKeyPair, "device-id", "", nil))
+	base := add(h.issue(KindKey, "m", "", nil))
+	derived := add(h.issue(KindDerived, "", base, []byte{1, 2}))
+	add(h.issue(KindDerived, "", derived, []byte{3}))
+	return is
+}
+
+// tampered returns s with one bit of its decoded sr (or sig) flipped, re-encoded.
+func tampered(t testing.TB, s string, inSig bool, i int) string {
+	t.Helper()
+	sr, sig, ok := splitHandle(s)
+	if !ok {
+		t.Fatalf("handle %q does not split", s)
+	}
+	b := sr
+	if inSig {
+		b = sig
+	}
+	b = append([]byte(nil), b...)
+	b[i%len(b)] ^= 1 << (i % 8)
+	if inSig {
+		sig = b
+	} else {
+		sr = b
+	}
+	return "sr=" + base64.StdEncoding.EncodeToString(sr) + "&sig=" + base64.StdEncoding.EncodeToString(sig)
+}
+
+// checkValidate is the property every input must satisfy: validate does not panic,
+// refuses only with its documented errors, and accepts only an sr that keyd signed,
+// with that sr's signature, naming what keyd issued it for.
+func checkValidate(t *testing.T, h *handles, is issued, s string) {
+	got, err := h.validate(s)
+	if err != nil {
+		if !errors.Is(err, errInvalidHandle) && !errors.Is(err, errNested) {
+			t.Fatalf("validate(%q): undocumented error %v", s, err)
+		}
+		if errors.Is(err, errNested) {
+			if sr, _, ok := splitHandle(s); !ok || !is.nested[string(sr)] {
+				t.Fatalf("validate(%q): errNested for a handle keyd did not sign as nested", s)
+			}
+		}
+		return
+	}
+	sr, sig, ok := splitHandle(s)
+	if !ok {
+		t.Fatalf("validate(%q) accepted a handle without one sr and one sig: %+v", s, got)
+	}
+	want, signed := is.accepted[string(sr)]
+	if !signed {
+		t.Fatalf("validate(%q) accepted an sr keyd never signed: %s", s, sr)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("validate(%q) = %+v, keyd issued %+v", s, got, want)
+	}
+	if got.Kind != KindDerived && got.ID == "" {
+		t.Fatalf("validate(%q) accepted a handle naming no ID", s)
+	}
+	// The canonical encoding of what was accepted is the same handle.
+	canon := "sr=" + base64.StdEncoding.EncodeToString(sr) + "&sig=" + base64.StdEncoding.EncodeToString(sig)
+	again, err := h.validate(canon)
+	if err != nil || !reflect.DeepEqual(again, got) {
+		t.Fatalf("validate(%q) = %+v, but its re-encoding %q gives %+v, %v", s, got, canon, again, err)
+	}
+}
+
+func TestHandleTamperedRefused(t *testing.T) {
+	h := testHandles(t)
+	is := issueAll(t, h)
+	for _, s := range is.handles {
+		sr, sig, _ := splitHandle(s)
+		for i := range len(sr) {
+			if _, err := h.validate(tampered(t, s, false, i)); !errors.Is(err, errInvalidHandle) {
+				t.Fatalf("bit %d of sr %s flipped: got %v, want errInvalidHandle", i, sr, err)
+			}
+		}
+		for i := range len(sig) * 8 {
+			if _, err := h.validate(tampered(t, s, true, i)); !errors.Is(err, errInvalidHandle) {
+				t.Fatalf("bit %d of the sig of %s flipped: got %v, want errInvalidHandle", i, sr, err)
+			}
+		}
+	}
+	// Another handle's signature does not carry over.
+	sr0, _, _ := splitHandle(is.handles[0])
+	_, sig1, _ := splitHandle(is.handles[1])
+	swapped := "sr=" + base64.StdEncoding.EncodeToString(sr0) + "&sig=" + base64.StdEncoding.EncodeToString(sig1)
+	if _, err := h.validate(swapped); !errors.Is(err, errInvalidHandle) {
+		t.Fatalf("a handle with another handle's sig: got %v, want errInvalidHandle", err)
+	}
+}
+
+// FuzzHandleValidate: on any input, validate keeps the property of checkValidate. The
+// seeds include tampered handles, so even a plain go test run catches a validate that
+// stops checking signatures.
 func FuzzHandleValidate(f *testing.F) {
 	h := testHandles(f)
-	good, _ := h.issue(KindKey, "k", "", nil)
-	base, _ := h.issue(KindKey, "m", "", nil)
-	derived, _ := h.issue(KindDerived, "", base, []byte{1, 2})
-	for _, s := range []string{good, derived, "", "sr=&sig=", "sr=e30=&sig=AAAA", good[:len(good)/2], "sig=x&sr=y&sr=" + good} {
+	is := issueAll(f, h)
+	good := is.handles[0]
+	for _, s := range is.handles {
+		f.Add(s)
+		f.Add(tampered(f, s, false, 20))
+		f.Add(tampered(f, s, false, 100))
+		f.Add(tampered(f, s, true, 3))
+		// Extra parts are ignored; the last sr and sig win.
+		f.Add("x=1&" + s + "&y")
+		f.Add("sr=e30=&sig=AAAA&" + s)
+	}
+	for _, s := range []string{"", "sr=&sig=", "sr=e30=&sig=AAAA", good[:len(good)/2], "sig=x&sr=y&sr=" + good} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got, err := h.validate(s)
-		if err == nil && s != good && s != derived && !strings.Contains(s, "sr=") {
-			t.Fatalf("accepted %q as %+v", s, got)
-		}
+		checkValidate(t, h, is, s)
 	})
 }
