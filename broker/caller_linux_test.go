@@ -1,15 +1,44 @@
 package broker
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
+
+// connectAndExitEnv makes the test binary a helper process (see init) instead of
+// running tests.
+const connectAndExitEnv = "AZIOT_CONNECT_AND_EXIT"
+
+// The helper dispatch runs from init, before any test, so that it is not itself a
+// test that passes when run without its variable. init rather than TestMain: the
+// package's other test files may want a TestMain of their own.
+func init() {
+	if path := os.Getenv(connectAndExitEnv); path != "" {
+		connectAndExit(path)
+	}
+}
+
+// connectAndExit connects to path and exits without closing: the kernel closes the
+// socket, and the peer record in the listener's backlog stays.
+func connectAndExit(path string) {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "helper: connect to %s: %v\n", path, err)
+		os.Exit(2)
+	}
+	_ = c
+	fmt.Println("connected")
+	os.Exit(0)
+}
 
 func acceptPair(t *testing.T) (*net.UnixListener, string) {
 	t.Helper()
@@ -65,10 +94,18 @@ func TestCallerFactsOfLivePeer(t *testing.T) {
 func TestCallerFactsOfExitedPeer(t *testing.T) {
 	l, path := acceptPair(t)
 	// A child connects and exits; the connection waits in the backlog.
-	child := exec.Command(os.Args[0], "-test.run=^TestHelperConnectAndExit$")
-	child.Env = append(os.Environ(), "AZIOT_CONNECT_AND_EXIT="+path)
-	if out, err := child.CombinedOutput(); err != nil {
-		t.Fatalf("%v: %s", err, out)
+	// -test.run=^$: should the dispatch not happen, the child runs no test and the
+	// missing "connected" says so.
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), connectAndExitEnv+"="+path)
+	out, err := child.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "connected" {
+		t.Fatalf("helper process: %v: %q", err, out)
+	}
+	// The connection is in the backlog by now; a deadline turns a missing one into a
+	// failure instead of a hang.
+	if err := l.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
 	}
 	sc, err := l.AcceptUnix()
 	if err != nil {
@@ -94,20 +131,6 @@ func TestCallerFactsOfExitedPeer(t *testing.T) {
 	if f := callerFacts(nil, &fake); f.Exe != "" || f.Groups != nil {
 		t.Fatalf("facts of another uid's process: %+v", f)
 	}
-}
-
-func TestHelperConnectAndExit(t *testing.T) {
-	path := os.Getenv("AZIOT_CONNECT_AND_EXIT")
-	if path == "" {
-		return
-	}
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Exit without closing: the kernel closes it, the peer record stays.
-	_ = c
-	os.Exit(0)
 }
 
 func TestPidfdPid(t *testing.T) {
