@@ -4,71 +4,40 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/iotbroker/aziot/internal/fswatch"
 )
 
 // Watch calls reload after the main file or the config directory changed and then stayed
 // quiet for debounce (upstream: 10 s). Only paths that exist now are watched, as upstream.
-// It returns when ctx ends.
+// It returns at once; watching ends with ctx. The watcher is internal/fswatch, shared
+// with the policy directory so that both reload the same way.
 func Watch(ctx context.Context, mainPath, dirPath string, debounce time.Duration, log *slog.Logger, reload func()) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return err
-	}
-	watched := 0
+	var paths []string
 	if mainPath != "" {
 		if _, err := os.Stat(mainPath); err == nil {
-			// Watch the parent: editors replace files by rename, which drops a file watch.
-			if err := w.Add(filepath.Dir(mainPath)); err == nil {
-				watched++
-			}
+			paths = append(paths, mainPath)
 		}
 	}
 	if dirPath != "" {
 		if st, err := os.Stat(dirPath); err == nil && st.IsDir() {
-			if err := w.Add(dirPath); err == nil {
-				watched++
-			}
+			paths = append(paths, dirPath)
 		}
 	}
-	if watched == 0 {
-		w.Close()
+	if len(paths) == 0 {
 		return nil
 	}
-	go func() {
-		defer w.Close()
-		var timer *time.Timer
-		var fire <-chan time.Time
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				if filepath.Dir(ev.Name) != filepath.Clean(dirPath) && ev.Name != filepath.Clean(mainPath) {
-					continue
-				}
-				if timer == nil {
-					timer = time.NewTimer(debounce)
-				} else {
-					timer.Reset(debounce)
-				}
-				fire = timer.C
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				log.Warn("config watcher error", "err", err)
-			case <-fire:
-				fire = nil
-				reload()
-			}
+	w, err := fswatch.New(debounce, log, reload)
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		if err := w.Add(p, false); err != nil {
+			w.Close()
+			return err
 		}
-	}()
+	}
+	go w.Run(ctx)
 	return nil
 }
