@@ -21,6 +21,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 
+	"github.com/iotbroker/aziot/internal/atomicfile"
 	"github.com/iotbroker/aziot/policy/authz"
 )
 
@@ -408,39 +409,44 @@ func InstallBundle(bundleDir string, raw []byte, keys map[string]*KeyConfig, for
 	}
 	rec := &InstallRecord{Revision: vb.Revision, SHA256: vb.SHA256, Forced: vb.Forced || force, Verified: vb.Verified,
 		KeyID: vb.KeyID, InstalledAt: time.Now().UTC(), InstalledBy: os.Getuid()}
+	// Every write goes through internal/atomicfile: synced files, synced directories,
+	// and an error when either sync fails, so that `active` never names a version a
+	// power loss could leave half written.
 	versions := filepath.Join(bundleDir, "versions")
-	if err := os.MkdirAll(versions, 0o755); err != nil {
-		return nil, err
+	if err := atomicfile.MkdirAll(versions, 0o755); err != nil {
+		return nil, fmt.Errorf("install bundle: %w", err)
 	}
 	name := sanitizeRevision(vb.Revision) + "-" + vb.SHA256[:12]
 	vdir, err := os.MkdirTemp(versions, ".new-")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("install bundle: %w", err)
 	}
 	defer os.RemoveAll(vdir)
-	os.Chmod(vdir, 0o755)
-	recb, _ := json.MarshalIndent(rec, "", "  ")
-	if err := writeSynced(filepath.Join(vdir, "bundle.tar.gz"), raw); err != nil {
-		return nil, err
+	if err := os.Chmod(vdir, 0o755); err != nil {
+		return nil, fmt.Errorf("install bundle: %w", err)
 	}
-	if err := writeSynced(filepath.Join(vdir, "install.json"), append(recb, '\n')); err != nil {
-		return nil, err
+	recb, _ := json.MarshalIndent(rec, "", "  ")
+	if err := atomicfile.Write(filepath.Join(vdir, "bundle.tar.gz"), raw, 0o644); err != nil {
+		return nil, fmt.Errorf("install bundle: %w", err)
+	}
+	if err := atomicfile.Write(filepath.Join(vdir, "install.json"), append(recb, '\n'), 0o644); err != nil {
+		return nil, fmt.Errorf("install bundle: %w", err)
 	}
 	final := filepath.Join(versions, name)
-	os.RemoveAll(final)
-	if err := os.Rename(vdir, final); err != nil {
-		return nil, err
+	if err := os.RemoveAll(final); err != nil {
+		return nil, fmt.Errorf("install bundle: replace %s: %w", final, err)
 	}
-	syncDir(versions)
+	if err := atomicfile.Rename(vdir, final); err != nil {
+		return nil, fmt.Errorf("install bundle: %w", err)
+	}
 	link := filepath.Join(bundleDir, ".active-"+strconv.FormatInt(time.Now().UnixNano(), 36))
 	if err := os.Symlink(filepath.Join("versions", name), link); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("install bundle: %w", err)
 	}
-	if err := os.Rename(link, filepath.Join(bundleDir, "active")); err != nil {
+	if err := atomicfile.Rename(link, filepath.Join(bundleDir, "active")); err != nil {
 		os.Remove(link)
-		return nil, err
+		return nil, fmt.Errorf("install bundle: activate %s: %w", name, err)
 	}
-	syncDir(bundleDir)
 	pruneVersions(versions, name, cur)
 	return rec, nil
 }
@@ -478,58 +484,4 @@ func sanitizeRevision(r string) string {
 		return "norev"
 	}
 	return b.String()
-}
-
-func writeSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}
-
-// writeAtomic writes path through a synced temp file and a rename.
-func writeAtomic(path string, b []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	syncDir(dir)
-	return nil
 }

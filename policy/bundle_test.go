@@ -238,7 +238,7 @@ func TestManagerInstalledBundle(t *testing.T) {
 	bdir := filepath.Join(t.TempDir(), "policy")
 	e, _ := NewEngine(nil, principals())
 	logs := &syncBuf{}
-	m := NewManager(e, ManagerOptions{Service: "keyd", BundleDir: bdir, StateDir: t.TempDir(), Keys: trusted(ops), Interval: 50 * time.Millisecond,
+	m := NewManager(e, ManagerOptions{Service: "keyd", BundleDir: bdir, StateDir: t.TempDir(), Keys: trusted(ops), Debounce: 20 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -305,7 +305,7 @@ func TestManagerPollsBundleServer(t *testing.T) {
 	}
 	e, _ := NewEngine(nil, principals())
 	state := t.TempDir()
-	m := NewManager(e, ManagerOptions{Service: "keyd", StateDir: state, Keys: trusted(ops), Interval: time.Hour,
+	m := NewManager(e, ManagerOptions{Service: "keyd", StateDir: state, Keys: trusted(ops),
 		Poll: &PollOptions{URL: srv.URL + "/bundles/fleet.tar.gz", MinDelay: 20 * time.Millisecond, MaxDelay: 40 * time.Millisecond, Headers: map[string]string{"Authorization": "Bearer t0ken"}},
 		Log:  slog.New(slog.NewTextHandler(&syncBuf{}, nil))})
 	ctx, cancel := context.WithCancel(context.Background())

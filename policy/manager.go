@@ -18,11 +18,15 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/iotbroker/aziot/internal/atomicfile"
+	"github.com/iotbroker/aziot/internal/fswatch"
 )
 
-// DefaultReloadInterval is how often the policy directory and the installed bundle are
-// checked for changes; a change is in force well within 2 seconds.
-const DefaultReloadInterval = 250 * time.Millisecond
+// DefaultReloadDebounce is how long the policy directory and the installed bundle must be
+// quiet after a change (seen by inotify) before it is read: long enough for a copy of
+// several files to land whole, short enough that a change is in force well within 2 s.
+const DefaultReloadDebounce = 100 * time.Millisecond
 
 // PollOptions configure polling a bundle server with OPA's bundle service protocol.
 type PollOptions struct {
@@ -50,8 +54,9 @@ type ManagerOptions struct {
 	// Keys are the trusted bundle signing keys, by key ID.
 	Keys map[string]*KeyConfig
 	Poll *PollOptions
-	// Interval is the reload check interval (DefaultReloadInterval when 0).
-	Interval time.Duration
+	// Debounce is the quiet time after a change before it is read (DefaultReloadDebounce
+	// when 0).
+	Debounce time.Duration
 	Log      *slog.Logger
 }
 
@@ -67,6 +72,7 @@ type Manager struct {
 	bundleFP    string
 	etag        string
 	refusedPoll string // digest of the last polled bundle refused
+	watcher     *fswatch.Watcher
 	status      Status
 	activations int
 	// running counts the watch and poll goroutines, so that Wait can outlive them.
@@ -121,8 +127,8 @@ type PollStatus struct {
 
 // NewManager ties e to the sources of o. Call Start before serving.
 func NewManager(e *Engine, o ManagerOptions) *Manager {
-	if o.Interval <= 0 {
-		o.Interval = DefaultReloadInterval
+	if o.Debounce <= 0 {
+		o.Debounce = DefaultReloadDebounce
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -151,6 +157,8 @@ func (m *Manager) Engine() *Engine { return m.e }
 func (m *Manager) Start(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// Watch before reading, so that a change made while the policy loads is seen.
+	w := m.newWatcher()
 	m.dirFP = DirFingerprint(m.o.Dir)
 	m.bundleFP = m.installedFingerprint()
 	layers, err := m.initialLayers()
@@ -174,8 +182,11 @@ func (m *Manager) Start(ctx context.Context) error {
 	} else {
 		m.activated(true)
 	}
-	m.running.Add(1)
-	go func() { defer m.running.Done(); m.watch(ctx) }()
+	if w != nil {
+		m.watchLinks()
+		m.running.Add(1)
+		go func() { defer m.running.Done(); w.Run(ctx) }()
+	}
 	if m.o.Poll != nil && m.o.Poll.URL != "" {
 		m.running.Add(1)
 		go func() { defer m.running.Done(); m.poll(ctx) }()
@@ -216,33 +227,52 @@ func (m *Manager) initialLayers() (map[string]*Layer, error) {
 	return layers, nil
 }
 
-func (m *Manager) watch(ctx context.Context) {
-	t := time.NewTicker(m.o.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// newWatcher watches the policy directory (its whole tree) and the installed bundle's
+// directory (where `active` is replaced) with the services' one reload mechanism,
+// internal/fswatch; every change re-reads what changed once quiet for o.Debounce. Without
+// a watcher (no inotify instance left) the policy stays as loaded, which is logged.
+func (m *Manager) newWatcher() *fswatch.Watcher {
+	if m.o.Dir == "" && m.o.BundleDir == "" {
+		return nil
+	}
+	w, err := fswatch.New(m.o.Debounce, m.log, func() {
 		m.checkDir()
 		m.checkInstalled()
+	})
+	if err == nil && m.o.Dir != "" {
+		err = w.Add(m.o.Dir, true)
 	}
+	if err == nil && m.o.BundleDir != "" {
+		err = w.Add(m.o.BundleDir, false)
+	}
+	if err != nil {
+		if w != nil {
+			w.Close()
+		}
+		m.log.Error("policy watcher not started: policy changes need a restart", "dir", m.o.Dir, "bundle_dir", m.o.BundleDir, "err", err)
+		return nil
+	}
+	m.watcher = w
+	return w
 }
 
-// settle waits until fp() gives the same answer twice over a short interval, so that a
-// file being written is read once complete.
-func settle(fp func() string) string {
-	prev := fp()
-	for i := 0; i < 10; i++ {
-		time.Sleep(100 * time.Millisecond)
-		cur := fp()
-		if cur == prev {
-			return cur
-		}
-		prev = cur
+// watchLinks watches the targets of the policy directory's symlinks (configuration
+// management links files in): a change of a target changes no entry of the directory.
+func (m *Manager) watchLinks() {
+	if m.watcher == nil || m.o.Dir == "" {
+		return
 	}
-	return prev
+	files, _ := dirFiles(m.o.Dir)
+	for _, f := range files {
+		if st, err := os.Lstat(f.Path); err != nil || st.Mode()&os.ModeSymlink == 0 {
+			continue
+		}
+		if target, err := filepath.EvalSymlinks(f.Path); err == nil {
+			if err := m.watcher.Add(target, false); err != nil {
+				m.log.Warn("cannot watch a linked policy file", "file", f.Path, "target", target, "err", err)
+			}
+		}
+	}
 }
 
 func (m *Manager) checkDir() {
@@ -256,10 +286,10 @@ func (m *Manager) checkDir() {
 	if same {
 		return
 	}
-	fp = settle(func() string { return DirFingerprint(m.o.Dir) })
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.dirFP = fp
+	m.watchLinks()
 	l, err := LoadDir(m.o.Dir)
 	if err == nil {
 		err = m.e.SetLayer("policy.d", l)
@@ -503,14 +533,16 @@ func (m *Manager) savePolled(raw []byte, etag string) {
 	if dir == "" {
 		return
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		m.log.Warn("cannot keep the polled bundle", "err", err)
-		return
+	err := atomicfile.MkdirAll(dir, 0o700)
+	if err == nil {
+		err = atomicfile.Write(filepath.Join(dir, "bundle.tar.gz"), raw, 0o600)
 	}
-	if err := writeAtomic(filepath.Join(dir, "bundle.tar.gz"), raw, 0o600); err != nil {
+	if err == nil {
+		err = atomicfile.Write(filepath.Join(dir, "etag"), []byte(etag), 0o600)
+	}
+	if err != nil {
 		m.log.Warn("cannot keep the polled bundle", "err", err)
 	}
-	writeAtomic(filepath.Join(dir, "etag"), []byte(etag), 0o600)
 }
 
 // loadPolledCache reads the last polled bundle kept in StateDir (verified again).
@@ -592,12 +624,12 @@ func (m *Manager) writeStatus() {
 	if m.o.StateDir == "" {
 		return
 	}
-	if err := os.MkdirAll(m.o.StateDir, 0o755); err != nil {
+	if err := atomicfile.MkdirAll(m.o.StateDir, 0o755); err != nil {
 		m.log.Warn("cannot write the policy status", "err", err)
 		return
 	}
 	b, _ := json.MarshalIndent(m.status, "", "  ")
-	if err := writeAtomic(filepath.Join(m.o.StateDir, "status.json"), append(b, '\n'), 0o640); err != nil {
+	if err := atomicfile.Write(filepath.Join(m.o.StateDir, "status.json"), append(b, '\n'), 0o640); err != nil {
 		m.log.Warn("cannot write the policy status", "err", err)
 	}
 }
@@ -621,11 +653,12 @@ func (m *Manager) saveLastGood() {
 		m.log.Warn("cannot keep the last good policy", "err", err)
 		return
 	}
-	if err := os.MkdirAll(m.o.StateDir, 0o755); err == nil {
-		err = writeAtomic(filepath.Join(m.o.StateDir, "lastgood.json"), b, 0o600)
-		if err != nil {
-			m.log.Warn("cannot keep the last good policy", "err", err)
-		}
+	err = atomicfile.MkdirAll(m.o.StateDir, 0o755)
+	if err == nil {
+		err = atomicfile.Write(filepath.Join(m.o.StateDir, "lastgood.json"), b, 0o600)
+	}
+	if err != nil {
+		m.log.Warn("cannot keep the last good policy", "err", err)
 	}
 }
 

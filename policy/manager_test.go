@@ -37,7 +37,7 @@ func newManager(t *testing.T, dir, state string) (*Manager, *Engine, *syncBuf) {
 		t.Fatal(err)
 	}
 	logs := &syncBuf{}
-	m := NewManager(e, ManagerOptions{Service: "keyd", Dir: dir, StateDir: state, Interval: 50 * time.Millisecond,
+	m := NewManager(e, ManagerOptions{Service: "keyd", Dir: dir, StateDir: state, Debounce: 20 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(logs, nil))})
 	return m, e, logs
 }
@@ -202,4 +202,33 @@ func TestLoadDirData(t *testing.T) {
 	if l, err := LoadDir(filepath.Join(dir, "absent")); l != nil || err != nil {
 		t.Fatal(l, err)
 	}
+}
+
+// Changes reach the engine through inotify, not polling: a policy in a subdirectory
+// created after start, a change of a linked file's target (which changes no entry of
+// policy.d), and a policy directory that did not exist at start; each in force within
+// the documented 2 s.
+func TestManagerWatchesSubdirsLinksAndMissingDir(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "etc", "policy.d") // created below, after start
+	m, e, _ := newManager(t, dir, t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); m.Wait() })
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "team", "incident.rego"), cutOff)
+	eventually(t, 2*time.Second, func() bool { return !signAllowed(t, e, 1001) }, "policy in a new subdirectory")
+	os.RemoveAll(filepath.Join(dir, "team"))
+	eventually(t, 2*time.Second, func() bool { return signAllowed(t, e, 1001) }, "subdirectory removed")
+
+	// Configuration management links files in from elsewhere.
+	managed := filepath.Join(root, "cm", "incident.rego")
+	writeFile(t, managed, "package aziot.authz\n")
+	if err := os.Symlink(managed, filepath.Join(dir, "incident.rego")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, func() bool { return m.Status().Layers["policy.d"].Modules != nil }, "linked file loaded")
+	writeFile(t, managed, cutOff)
+	eventually(t, 2*time.Second, func() bool { return !signAllowed(t, e, 1001) }, "change of a linked file's target")
 }

@@ -19,8 +19,10 @@ func PolicyOptions(svc string, s broker.Settings, log *slog.Logger) (policy.Mana
 		Dir:       s.PolicyDirOrDefault(),
 		BundleDir: s.PolicyBundleDirOrDefault(),
 		StateDir:  s.PolicyStateDirFor(svc),
-		Interval:  time.Duration(s.PolicyReloadIntervalMS) * time.Millisecond,
-		Log:       log,
+		// policy_reload_interval_ms was the polling period; with inotify it is the quiet
+		// time after a change before the policy is read again.
+		Debounce: time.Duration(s.PolicyReloadIntervalMS) * time.Millisecond,
+		Log:      log,
 	}
 	keys, err := BundleKeys(s)
 	if err != nil {
@@ -96,6 +98,7 @@ func startPolicy(ctx context.Context, u Unit, r Running, log *slog.Logger) (func
 		return nil, fmt.Errorf("decision log: %w", err)
 	}
 	if dl != nil {
+		dl.Logger = log
 		r.HTTPService().DecisionHook = dl.Hook
 	}
 	return func() { dl.Close() }, nil
