@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -59,11 +61,27 @@ func NewDecisionEntry(t time.Time, in *Input, d Decision) DecisionEntry {
 	return e
 }
 
+// decisionLogReportEvery rate-limits the service log line about failed decision log
+// writes: a full disk fails every request, and one line per request would flood the
+// journal that tells the operator about it.
+const decisionLogReportEvery = time.Minute
+
 // DecisionLog writes decisions as JSON lines to stderr or to a size-bounded rotating file.
+// A failed write is counted (Failures) and reported in the service log, at most once per
+// decisionLogReportEvery with the count since the last report: an audit trail must not
+// stop silently.
 type DecisionLog struct {
-	mu sync.Mutex
-	w  io.Writer
-	rf *rotatingFile
+	mu   sync.Mutex
+	w    io.Writer
+	rf   *rotatingFile
+	dest string
+
+	// Logger receives the failure reports (slog.Default() when nil).
+	Logger *slog.Logger
+
+	failures   atomic.Uint64
+	unreported uint64
+	lastReport time.Time
 }
 
 // OpenDecisionLog opens the log: dest "stderr" (or "-") writes to stderr, any other value
@@ -74,7 +92,7 @@ func OpenDecisionLog(dest string, maxBytes int64, maxFiles int) (*DecisionLog, e
 	case "":
 		return nil, nil
 	case "stderr", "-":
-		return &DecisionLog{w: os.Stderr}, nil
+		return &DecisionLog{w: os.Stderr, dest: "stderr"}, nil
 	}
 	if maxBytes <= 0 {
 		maxBytes = DefaultDecisionLogMaxBytes
@@ -86,7 +104,7 @@ func OpenDecisionLog(dest string, maxBytes int64, maxFiles int) (*DecisionLog, e
 	if err := rf.open(); err != nil {
 		return nil, err
 	}
-	return &DecisionLog{w: rf, rf: rf}, nil
+	return &DecisionLog{w: rf, rf: rf, dest: dest}, nil
 }
 
 // Hook is the function to install as broker.Service.DecisionHook.
@@ -102,9 +120,35 @@ func (l *DecisionLog) Log(e DecisionEntry) {
 	}
 	b = append(b, '\n')
 	l.mu.Lock()
-	l.w.Write(b)
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	n, err := l.w.Write(b)
+	if err == nil && n < len(b) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		l.failed(err)
+	}
 }
+
+// failed counts a failed write and reports it unless one was reported recently.
+func (l *DecisionLog) failed(err error) {
+	l.failures.Add(1)
+	l.unreported++
+	now := time.Now()
+	if !l.lastReport.IsZero() && now.Sub(l.lastReport) < decisionLogReportEvery {
+		return
+	}
+	log := l.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error("decision log write failed; decisions are not being recorded", "dest", l.dest,
+		"failed_writes", l.unreported, "failed_total", l.failures.Load(), "err", err)
+	l.lastReport, l.unreported = now, 0
+}
+
+// Failures returns how many entries could not be written since the log was opened.
+func (l *DecisionLog) Failures() uint64 { return l.failures.Load() }
 
 // Close closes the file.
 func (l *DecisionLog) Close() error {
@@ -126,16 +170,16 @@ type rotatingFile struct {
 
 func (r *rotatingFile) open() error {
 	if err := os.MkdirAll(filepath.Dir(r.path), 0o755); err != nil {
-		return err
+		return fmt.Errorf("decision log: %w", err)
 	}
 	f, err := os.OpenFile(r.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
-		return err
+		return fmt.Errorf("decision log: %w", err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return err
+		return fmt.Errorf("decision log: %w", err)
 	}
 	r.f, r.size = f, st.Size()
 	return nil
@@ -154,7 +198,10 @@ func (r *rotatingFile) Write(b []byte) (int, error) {
 	}
 	n, err := r.f.Write(b)
 	r.size += int64(n)
-	return n, err
+	if err != nil {
+		return n, fmt.Errorf("decision log: %w", err)
+	}
+	return n, nil
 }
 
 func (r *rotatingFile) rotate() error {

@@ -3,6 +3,7 @@ package policy
 import (
 	"bufio"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,5 +84,38 @@ func TestDecisionLogRotates(t *testing.T) {
 				t.Fatalf("%s: torn line %q", n, line)
 			}
 		}
+	}
+}
+
+// A write that fails (here: a full device) is counted and reported in the service log,
+// once per minute at most, never dropped silently.
+func TestDecisionLogReportsWriteErrors(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Fatalf("this test needs /dev/full: %v", err)
+	}
+	l, err := OpenDecisionLog("/dev/full", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	logs := &syncBuf{}
+	l.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	for i := 0; i < 5; i++ {
+		l.Hook(baseInput(), Decision{Allow: true, PolicyID: "p"})
+	}
+	if n := l.Failures(); n != 5 {
+		t.Fatalf("%d failures counted, want 5", n)
+	}
+	out := logs.String()
+	if strings.Count(out, "decision log write failed") != 1 || !strings.Contains(out, "no space left") || !strings.Contains(out, "dest=/dev/full") {
+		t.Fatalf("service log:\n%s", out)
+	}
+	// After the interval, the next failure is reported with the count since the last.
+	l.mu.Lock()
+	l.lastReport = l.lastReport.Add(-decisionLogReportEvery)
+	l.mu.Unlock()
+	l.Hook(baseInput(), Decision{Allow: true, PolicyID: "p"})
+	if out := logs.String(); strings.Count(out, "decision log write failed") != 2 || !strings.Contains(out, "failed_writes=5") {
+		t.Fatalf("service log:\n%s", out)
 	}
 }
