@@ -1,6 +1,6 @@
 // Package p11test makes throwaway PKCS#11 tokens for tests: SoftHSM2 tokens in a temp
-// directory, and tpm2-pkcs11 tokens on a per-test swtpm. Tests never skip in CI
-// (CI=true): a missing tool fails them there.
+// directory, and tpm2-pkcs11 tokens on a per-test swtpm. Tests never skip: a missing
+// tool fails them, naming the Debian package to install (.ci/run installs them all).
 package p11test
 
 import (
@@ -21,7 +21,17 @@ import (
 // SoftHSMLib is Debian's SoftHSM2 module.
 const SoftHSMLib = "/usr/lib/softhsm/libsofthsm2.so"
 
-// Require skips t when a tool or file is missing, or fails it when CI is set.
+// debianPackage names the Debian package that ships each tool or file the tests use.
+var debianPackage = map[string]string{
+	"softhsm2-util": "softhsm2",
+	SoftHSMLib:      "softhsm2",
+	"pkcs11-tool":   "opensc",
+	"swtpm":         "swtpm swtpm-tools",
+	tpmLibDefault:   "libtpm2-pkcs11-1",
+}
+
+// Require fails t when a tool or file is missing: a developer without SoftHSM2 must
+// not see a green run that tested nothing.
 func Require(t testing.TB, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
@@ -34,10 +44,11 @@ func Require(t testing.TB, tools ...string) {
 		if err == nil {
 			continue
 		}
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is required in CI (.ci/run installs it): %v", tool, err)
+		pkg := debianPackage[tool]
+		if pkg == "" {
+			pkg = "the package that ships it"
 		}
-		t.Skipf("%s not installed: %v", tool, err)
+		t.Fatalf("%s is required by the PKCS#11 tests: %v; install it with apt-get install %s (as .ci/run does)", tool, err, pkg)
 	}
 }
 
@@ -147,12 +158,16 @@ func (tk *Token) InitSoftHSM(t testing.TB) {
 	run(t, tk.Env, "softhsm2-util", "--init-token", "--free", "--label", tk.Label, "--so-pin", tk.SOPIN, "--pin", tk.PIN)
 }
 
+// tpmLibDefault is where Debian puts the tpm2-pkcs11 module on amd64; TPMLib looks in
+// every architecture's directory.
+const tpmLibDefault = "/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1"
+
 // TPMLib finds Debian's tpm2-pkcs11 module.
 func TPMLib(t testing.TB) string {
 	t.Helper()
 	m, _ := filepath.Glob("/usr/lib/*/libtpm2_pkcs11.so.1")
 	if len(m) == 0 {
-		Require(t, "/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1")
+		Require(t, tpmLibDefault)
 		return ""
 	}
 	return m[0]
