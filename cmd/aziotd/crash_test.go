@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,6 +148,7 @@ func TestCrashSafety(t *testing.T) {
 		opsMu    sync.Mutex
 		ops      = map[string]int{}
 		apiFails []string
+		served   atomic.Int64 // operations answered with success, for the kill loop
 	)
 	count := func(op string, err error) {
 		opsMu.Lock()
@@ -155,6 +157,7 @@ func TestCrashSafety(t *testing.T) {
 		switch {
 		case err == nil:
 			ops[op]++
+			served.Add(1)
 		case errors.As(err, &apiErr):
 			// The daemon answered, and refused: never expected here.
 			apiFails = append(apiFails, fmt.Sprintf("%s: %v", op, err))
@@ -237,6 +240,13 @@ func TestCrashSafety(t *testing.T) {
 	}
 	begin := time.Now()
 	for round := 0; round < rounds; round++ {
+		// A kill proves something only while the clients are writing: wait until the
+		// (re)started daemon has served an operation, then pick the kill instant at
+		// random so that kills fall at different points of the writes.
+		if !waitServed(&served, 10*time.Second) {
+			t.Errorf("round %d: no operation succeeded within 10 s of the (re)start", round+1)
+			break
+		}
 		time.Sleep(time.Duration(50+mrand.IntN(250)) * time.Millisecond)
 		d.Kill()
 		check(fmt.Sprintf("after kill %d", round+1))
@@ -267,6 +277,17 @@ func TestCrashSafety(t *testing.T) {
 		}
 	}
 	t.Logf("%d kills in %v; operations %v; temp files left by kills: %d", rounds+1, time.Since(begin).Round(time.Millisecond), ops, len(temps))
+}
+
+// waitServed waits up to d for served to grow past its value at the call.
+func waitServed(served *atomic.Int64, d time.Duration) bool {
+	start := served.Load()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if served.Load() > start {
+			return true
+		}
+	}
+	return false
 }
 
 // keydHandleValidationKey is keyd's handle key ID (broker/keyd.HandleValidationKeyID).
