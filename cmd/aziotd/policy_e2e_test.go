@@ -1275,10 +1275,14 @@ func TestPolicyBundles(t *testing.T) {
 		if r := request(t, u1001, keyd, "GET", "/key/dev-1"+keydAPI, ""); r.Status != 401 {
 			t.Errorf("polled rule not in force: %v", r)
 		}
+		// Polls come every 0.2-0.4 s: within 5 s, a 304 shows that the services send
+		// If-None-Match with the ETag of the bundle in force.
 		before := notModified.Load()
-		time.Sleep(time.Second)
-		if notModified.Load() == before {
-			t.Error("the services do not send If-None-Match")
+		for deadline := time.Now().Add(5 * time.Second); notModified.Load() == before; {
+			if time.Now().After(deadline) {
+				t.Fatal("the services do not send If-None-Match")
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 		code, out := e.ctl(t, "policy", "status")
 		if code != 0 || !strings.Contains(out, "from poll") || !strings.Contains(out, srv.URL) {
@@ -1290,7 +1294,21 @@ func TestPolicyBundles(t *testing.T) {
 		mu.Lock()
 		served, etag = b, `"19"`
 		mu.Unlock()
-		time.Sleep(time.Second)
+		// Wait until both services have polled revision 19 and said why they refused
+		// it, then check that 20 is still in force.
+		deadline = time.Now().Add(5 * time.Second)
+		for _, svc := range []string{"keyd", "certd"} {
+			for {
+				st := e.status(t, svc)
+				if st.LastError != nil && st.LastError.Source == "poll" && strings.Contains(st.LastError.Message, `"19" is lower`) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: lower polled revision not refused: %+v", svc, st.LastError)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
 		if r := revisions(); r["keyd"] != "20" || r["certd"] != "20" {
 			t.Fatalf("lower polled revision activated: %v", r)
 		}
