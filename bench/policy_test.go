@@ -117,6 +117,42 @@ func BenchmarkPolicyDecision(b *testing.B) {
 	fmt.Println(sb.String())
 }
 
+// BenchmarkPolicyDecisionLargeInput measures what a caller sending big IDs pays: inputs
+// whose canonical encoding passes policy.MaxCachedInputBytes are never cached (so that
+// they cannot fill the cache's memory) and are evaluated every time, cache on; the
+// distinct small inputs beside them show the cost of a miss that is then cached.
+func BenchmarkPolicyDecisionLargeInput(b *testing.B) {
+	window := measureWindow()
+	e, err := policy.NewEngine(nil, benchPrincipals())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		size int
+	}{{"key_id=64B/distinct", 64}, {"key_id=8KiB/uncached", 8 << 10}, {"key_id=1MB/uncached", 1000000}} {
+		b.Run(c.name, func(b *testing.B) {
+			fill := strings.Repeat("k", c.size)
+			i := 0
+			res, err := measure(1, window, func() error {
+				i++
+				in := &policy.Input{Service: "keyd", Operation: "keyd.key.create", APIVersion: "2021-05-01",
+					Caller: policy.Caller{UID: 4242, GID: 4242}, Resource: map[string]any{"key_id": fmt.Sprintf("%d-%s", i, fill)}}
+				d, err := e.Decide(ctx, in)
+				if err == nil && (d.Allowed() || d.Cached) {
+					err = fmt.Errorf("%s: allowed or cached: %+v", c.name, d)
+				}
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			res.report(b)
+		})
+	}
+}
+
 type allowAll struct{}
 
 func (allowAll) Decide(context.Context, *policy.Input) (policy.Decision, error) {
