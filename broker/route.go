@@ -15,14 +15,43 @@ type Route struct {
 	Post       *Handler
 	Put        *Handler
 	Delete     *Handler
+
+	// segs is Pattern split once (Service.init), so matching does not re-split it.
+	segs []segment
 }
 
-// Handler serves one method of a route.
+type segment struct {
+	lit   string
+	param string // non-empty for `{name}`
+}
+
+// Handler serves one method of a route. Authorization is declared, not called: the core
+// runs Resolve (the checks upstream makes before its decision, and the reading of what
+// the request acts on), asks the policy about every Target, and only then calls Serve. A
+// handler without an Operation never reaches Serve.
 type Handler struct {
 	// NewBody returns a pointer the JSON body is decoded into; nil when the method takes
 	// no body (any valid JSON is then accepted and ignored, as upstream's IgnoredAny).
 	NewBody func() any
-	Serve   func(r *Request) (Reply, error)
+	// Operation is the policy operation (docs/policy.md, operation catalogue); a Target
+	// may name another one when the request decides it (keyd.key.create vs .import).
+	Operation string
+	// Resolve runs upstream's refusals that precede authorization on this route and
+	// returns what the request acts on, one Target per decision, in upstream's order
+	// (move: source, then destination). nil means one decision on no resource.
+	Resolve func(r *Request) ([]Target, error)
+	// Denied is the route's upstream refusal for a denied target; nil uses the service's.
+	Denied func(r *Request, t Target) *Error
+	Serve  func(r *Request) (Reply, error)
+}
+
+// Target is one policy decision a request needs: what it acts on (input.resource) and
+// the request's other non-secret fields (input.request).
+type Target struct {
+	// Operation overrides Handler.Operation when not empty.
+	Operation string
+	Resource  map[string]any
+	Request   map[string]any
 }
 
 // Reply is a success answer: Body is marshalled as compact JSON, or nothing for 204.
@@ -45,33 +74,72 @@ func (rt *Route) handler(method string) *Handler {
 	return nil
 }
 
+// Handlers lists the route's methods and handlers, for checks that walk every route.
+func (rt *Route) Handlers() map[string]*Handler {
+	out := map[string]*Handler{}
+	for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
+		if h := rt.handler(m); h != nil {
+			out[m] = h
+		}
+	}
+	return out
+}
+
+func compilePattern(pattern string) []segment {
+	parts := strings.Split(strings.TrimPrefix(pattern, "/"), "/")
+	segs := make([]segment, len(parts))
+	for i, p := range parts {
+		if len(p) > 2 && p[0] == '{' && p[len(p)-1] == '}' {
+			segs[i].param = p[1 : len(p)-1]
+		} else {
+			segs[i].lit = p
+		}
+	}
+	return segs
+}
+
 // match returns the decoded path parameters when rawPath fits the pattern. A parameter
 // that is not valid UTF-8 once decoded makes the route not match (api-keys.md §1.3).
 func (rt *Route) match(rawPath string) (map[string]string, bool) {
-	pat := strings.Split(strings.TrimPrefix(rt.Pattern, "/"), "/")
-	got := strings.Split(strings.TrimPrefix(rawPath, "/"), "/")
-	if !strings.HasPrefix(rawPath, "/") || len(pat) != len(got) {
+	segs := rt.segs
+	if segs == nil {
+		segs = compilePattern(rt.Pattern)
+	}
+	if len(rawPath) == 0 || rawPath[0] != '/' {
 		return nil, false
 	}
+	rest := rawPath[1:]
 	var params map[string]string
-	for i, p := range pat {
-		if strings.HasPrefix(p, "{") && strings.HasSuffix(p, "}") {
-			if got[i] == "" {
+	for i, sg := range segs {
+		var got string
+		if j := strings.IndexByte(rest, '/'); j >= 0 {
+			if i == len(segs)-1 {
 				return nil, false
 			}
-			v := percentDecode(got[i], false)
-			if !utf8.ValidString(v) {
+			got, rest = rest[:j], rest[j+1:]
+		} else {
+			if i != len(segs)-1 {
 				return nil, false
 			}
-			if params == nil {
-				params = map[string]string{}
+			got, rest = rest, ""
+		}
+		if sg.param == "" {
+			if got != sg.lit {
+				return nil, false
 			}
-			params[p[1:len(p)-1]] = v
 			continue
 		}
-		if p != got[i] {
+		if got == "" {
 			return nil, false
 		}
+		v := percentDecode(got, false)
+		if !utf8.ValidString(v) {
+			return nil, false
+		}
+		if params == nil {
+			params = make(map[string]string, 1)
+		}
+		params[sg.param] = v
 	}
 	return params, true
 }

@@ -1,7 +1,11 @@
 package broker
 
 import (
+	"net/url"
+	"slices"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestRouteMatch(t *testing.T) {
@@ -118,13 +122,48 @@ func FuzzDecodeBody(f *testing.F) {
 	})
 }
 
-// FuzzRoute: path matching and query parsing never panic, and decoded IDs are UTF-8.
+// FuzzRoute: a path matches a one-parameter pattern exactly when it is the literal
+// prefix plus one non-empty segment whose decoding is UTF-8, and the parameter is that
+// decoding; percent-decoding inverts escaping; query parsing keeps every pair in order.
 func FuzzRoute(f *testing.F) {
-	f.Add("/key/a%2Fb", "api-version=2020-09-01")
-	f.Fuzz(func(t *testing.T, path, query string) {
-		rt := Route{Pattern: "/parameters/{parameterName}"}
-		rt.match(path)
-		parseQuery(query)
-		rustDebug(query)
+	f.Add("/parameters/a%2Fb", "api-version=2020-09-01", "a/b")
+	f.Add("/parameters/", "a=1&&b", "")
+	f.Add("/parameters/x/y", "%zz=%ff", "\xff")
+	rt := Route{Pattern: "/parameters/{parameterName}"}
+	rt.segs = compilePattern(rt.Pattern)
+	f.Fuzz(func(t *testing.T, path, query, id string) {
+		params, ok := rt.match(path)
+		seg, prefixed := strings.CutPrefix(path, "/parameters/")
+		decoded := percentDecode(seg, false)
+		want := prefixed && seg != "" && !strings.Contains(seg, "/") && utf8.ValidString(decoded)
+		if ok != want {
+			t.Fatalf("match(%q) = %v, want %v", path, ok, want)
+		}
+		if ok && params["parameterName"] != decoded {
+			t.Fatalf("match(%q) param %q, want %q", path, params["parameterName"], decoded)
+		}
+		if got := percentDecode(url.PathEscape(id), false); got != id {
+			t.Fatalf("percentDecode(PathEscape(%q)) = %q", id, got)
+		}
+		if utf8.ValidString(id) && id != "" {
+			p, ok := rt.match("/parameters/" + url.PathEscape(id))
+			if !ok || p["parameterName"] != id {
+				t.Fatalf("escaped ID %q does not round-trip: %v %q", id, ok, p["parameterName"])
+			}
+		}
+		pairs := parseQuery(query)
+		if n := len(strings.FieldsFunc(query, func(r rune) bool { return r == '&' })); len(pairs) != n {
+			t.Fatalf("parseQuery(%q): %d pairs, want %d", query, len(pairs), n)
+		}
+		var enc []string
+		for _, kv := range pairs {
+			enc = append(enc, url.QueryEscape(kv[0])+"="+url.QueryEscape(kv[1]))
+		}
+		if again := parseQuery(strings.Join(enc, "&")); !slices.Equal(again, pairs) {
+			t.Fatalf("parseQuery does not round-trip: %q -> %q", pairs, again)
+		}
+		if r := rustDebug(query); !strings.HasPrefix(r, `"`) || !strings.HasSuffix(r, `"`) {
+			t.Fatalf("rustDebug(%q) = %s", query, r)
+		}
 	})
 }

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/iotbroker/aziot/policy/authz"
 )
 
@@ -48,9 +50,15 @@ type Service struct {
 	Log          *slog.Logger
 	// BodyLimit caps request bodies (413 beyond it); 0 means DefaultBodyLimit.
 	BodyLimit int64
+	// Denied builds the service's upstream refusal (401) for a denied target.
+	Denied func(r *Request, t Target) *Error
 
 	throttle *throttle
 	once     sync.Once
+	// undeclared names handlers that lack a declared decision: they answer 500.
+	undeclared map[*Handler]string
+	denyLog    *logLimiter
+	dropLog    *logLimiter
 }
 
 func (s *Service) init() {
@@ -63,6 +71,19 @@ func (s *Service) init() {
 		}
 		if s.throttle == nil {
 			s.throttle = newThrottle(DefaultMaxRequests)
+		}
+		s.denyLog = newLogLimiter(logBurst, logWindow)
+		s.dropLog = newLogLimiter(logBurst, logWindow)
+		s.undeclared = map[*Handler]string{}
+		for i := range s.Routes {
+			rt := &s.Routes[i]
+			rt.segs = compilePattern(rt.Pattern)
+			for m, h := range rt.Handlers() {
+				if h.Operation == "" || h.Serve == nil {
+					s.undeclared[h] = m + " " + rt.Pattern
+					s.Log.Error("BUG: route has no declared policy decision; it will answer 500", "service", s.Name, "route", m+" "+rt.Pattern)
+				}
+			}
 		}
 	})
 }
@@ -78,17 +99,33 @@ func (s *Service) SetMaxRequests(n int) {
 
 type ctxKey struct{}
 
-// conn carries the caller of a connection and returns its throttle slot once, on close.
+// conn carries the peer of a connection and returns its throttle slot once, on close.
 type conn struct {
 	net.Conn
-	caller  authz.Caller
-	release func()
-	once    sync.Once
+	uid  uint32
+	cred *unix.Ucred
+	svc  *Service
+	// idleSince is guarded by the throttle's lock; zero while a request is served.
+	idleSince time.Time
+
+	factsOnce sync.Once
+	caller    authz.Caller
+	closeOnce sync.Once
 }
 
 func (c *conn) Close() error {
-	c.once.Do(c.release)
+	c.closeOnce.Do(func() { c.svc.throttle.release(c) })
 	return c.Conn.Close()
+}
+
+// facts reads the caller's facts once per connection, on its first request, so the
+// accept loop only reads SO_PEERCRED.
+func (c *conn) facts() authz.Caller {
+	c.factsOnce.Do(func() {
+		uc, _ := c.Conn.(*net.UnixConn)
+		c.caller = callerFacts(uc, c.cred)
+	})
+	return c.caller
 }
 
 // listener reads the peer credentials at accept and drops connections over the limit.
@@ -114,13 +151,19 @@ func (l *listener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		if !l.svc.throttle.acquire(cred.Uid) {
-			l.svc.Log.Info(fmt.Sprintf("Max simultaneous connections reached for user %d", cred.Uid))
+		cc := &conn{Conn: c, uid: cred.Uid, cred: cred, svc: l.svc}
+		evicted, ok := l.svc.throttle.acquire(cc)
+		if !ok {
+			if n, ok := l.svc.dropLog.allow(); ok {
+				l.svc.Log.Info(fmt.Sprintf("Max simultaneous connections reached for user %d", cred.Uid), "suppressed", n)
+			}
 			c.Close()
 			continue
 		}
-		uid := cred.Uid
-		return &conn{Conn: c, caller: callerFacts(uc, cred), release: func() { l.svc.throttle.release(uid) }}, nil
+		if evicted != nil {
+			evicted.Conn.Close()
+		}
+		return cc, nil
 	}
 }
 
@@ -138,6 +181,21 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) error {
 				return context.WithValue(ctx, ctxKey{}, cc)
 			}
 			return ctx
+		},
+		ConnState: func(c net.Conn, st http.ConnState) {
+			cc, ok := c.(*conn)
+			if !ok {
+				return
+			}
+			switch st {
+			case http.StateIdle:
+				s.throttle.setIdle(cc, true)
+			case http.StateActive:
+				if !s.throttle.setIdle(cc, false) {
+					// Evicted while idle: the close is under way.
+					cc.Conn.Close()
+				}
+			}
 		},
 	}
 	errc := make(chan error, 1)
@@ -173,34 +231,64 @@ type Request struct {
 	// Body is the decoded JSON body (the value NewBody returned) or nil when absent.
 	Body   any
 	Caller authz.Caller
+	// Resolved is what the handler's Resolve left for Serve (a validated handle, ...), so
+	// that Serve does not redo the work.
+	Resolved any
 
-	svc *Service
+	svc     *Service
+	decided int
 }
 
-// Authorize asks the policy about operation on resource. On denial it returns the
-// service's upstream 401 built by denied; reasons go to the log only.
-func (r *Request) Authorize(operation string, resource, request map[string]any, denied func() *Error) *Error {
-	in := &authz.Input{
-		Service: r.svc.Name, Operation: operation, APIVersion: r.APIVersion,
-		Caller: r.Caller, Resource: resource, Request: request,
+// authorize makes the decisions a handler declared; the first denial answers the
+// route's upstream refusal. Reasons go to the log only.
+func (s *Service) authorize(r *Request, h *Handler) error {
+	targets := []Target{{}}
+	if h.Resolve != nil {
+		var err error
+		if targets, err = h.Resolve(r); err != nil {
+			return err
+		}
+		if len(targets) == 0 {
+			return Internal(errors.New("BUG: Resolve named no target; refusing rather than serving undecided"))
+		}
 	}
-	if r.svc.Principal != nil {
-		in.Caller.Principal = r.svc.Principal(r.Caller.UID)
+	for _, t := range targets {
+		op := t.Operation
+		if op == "" {
+			op = h.Operation
+		}
+		in := &authz.Input{
+			Service: s.Name, Operation: op, APIVersion: r.APIVersion,
+			Caller: r.Caller, Resource: t.Resource, Request: t.Request,
+		}
+		if s.Principal != nil {
+			in.Caller.Principal = s.Principal(r.Caller.UID)
+		}
+		d, err := s.Decider.Decide(r.Context, in)
+		if err != nil {
+			// Fail closed: a broken policy denies.
+			s.Log.Error("policy evaluation failed; denying", "operation", op, "err", err)
+			d = authz.Decision{}
+		}
+		r.decided++
+		if s.DecisionHook != nil {
+			s.DecisionHook(in, d)
+		}
+		if d.Allowed() {
+			continue
+		}
+		if n, ok := s.denyLog.allow(); ok {
+			s.Log.Info("request denied by policy", "operation", op, "uid", r.Caller.UID, "reasons", d.Deny, "suppressed", n)
+		}
+		switch {
+		case h.Denied != nil:
+			return h.Denied(r, t)
+		case s.Denied != nil:
+			return s.Denied(r, t)
+		}
+		return Unauthorized("not authorized")
 	}
-	d, err := r.svc.Decider.Decide(r.Context, in)
-	if err != nil {
-		// Fail closed: a broken policy denies.
-		r.svc.Log.Error("policy evaluation failed; denying", "operation", operation, "err", err)
-		d = authz.Decision{}
-	}
-	if r.svc.DecisionHook != nil {
-		r.svc.DecisionHook(in, d)
-	}
-	if d.Allowed() {
-		return nil
-	}
-	r.svc.Log.Info("request denied by policy", "operation", operation, "uid", r.Caller.UID, "reasons", d.Deny)
-	return denied()
+	return nil
 }
 
 // Query returns the last value of a query parameter.
@@ -219,9 +307,19 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	s.init()
 	req := &Request{Context: hr.Context(), Method: hr.Method, svc: s}
 	if cc, ok := hr.Context().Value(ctxKey{}).(*conn); ok {
-		req.Caller = cc.caller
+		req.Caller = cc.facts()
+	}
+	// One read deadline for the whole request (api-keys.md §1.4's 5 s), so a declared
+	// body that never comes cannot hold the connection and its throttle slot.
+	if !bodyConsumed(hr) {
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	}
 	reply, err := s.handle(w, hr, req)
+	if !bodyConsumed(hr) {
+		// A body we did not read (a GET, or a refusal before the body) would make
+		// net/http drain it before the next request: close the connection instead.
+		w.Header().Set("Connection", "close")
+	}
 	if err != nil {
 		e := AsError(err)
 		if e.Status >= 500 {
@@ -237,6 +335,11 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		return
 	}
 	writeJSON(w, statusOr(reply.Status, http.StatusOK), reply.Body)
+}
+
+// bodyConsumed reports whether the request declared no body or its body was read whole.
+func bodyConsumed(hr *http.Request) bool {
+	return hr.ContentLength == 0 || hr.Body == http.NoBody
 }
 
 func pathOf(hr *http.Request) string {
@@ -293,7 +396,19 @@ func (s *Service) handle(w http.ResponseWriter, hr *http.Request, req *Request) 
 	if h == nil {
 		return Reply{}, BadRequest("method not allowed")
 	}
-	return h.Serve(req)
+	if where, ok := s.undeclared[h]; ok {
+		return Reply{}, Internal(fmt.Errorf("BUG: %s has no declared policy decision", where))
+	}
+	if err := s.authorize(req, h); err != nil {
+		return Reply{}, err
+	}
+	reply, err := h.Serve(req)
+	if err == nil && req.decided == 0 {
+		// Unreachable by construction; kept so that a future shortcut cannot serve an
+		// undecided request.
+		return Reply{}, Internal(fmt.Errorf("BUG: %s %s replied without a policy decision", hr.Method, rawPath))
+	}
+	return reply, err
 }
 
 // decodeRequestBody applies the body rules of api-keys.md §1.4 for POST, PUT and DELETE.
@@ -302,8 +417,6 @@ func (s *Service) decodeRequestBody(w http.ResponseWriter, hr *http.Request, h *
 	if hr.Method == "PUT" && present && !isJSON {
 		return nil, &Error{Status: http.StatusUnsupportedMediaType, Message: "request body must be application/json"}
 	}
-	rc := http.NewResponseController(w)
-	rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, hr.Body, s.BodyLimit))
 	if err != nil {
 		// The rest of the body is not read: close the connection after the answer, or
@@ -320,7 +433,10 @@ func (s *Service) decodeRequestBody(w http.ResponseWriter, hr *http.Request, h *
 			return nil, BadRequest(fmt.Sprintf("could not read request body: %v", err))
 		}
 	}
-	rc.SetReadDeadline(time.Time{})
+	// Read whole: lift the deadline, or net/http's background read (which watches for
+	// the client going away) would cancel a long request after 5 s.
+	http.NewResponseController(w).SetReadDeadline(time.Time{})
+	hr.Body = http.NoBody
 	if hr.Method != "PUT" {
 		if len(body) == 0 || (present && !isJSON) {
 			return nil, nil

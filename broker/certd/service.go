@@ -78,15 +78,18 @@ func New(cfg *Config, opts Options) (*Service, error) {
 		Versions:  Versions,
 		Decider:   decider,
 		Principal: s.principal,
+		Denied:    denied,
 		Log:       opts.Log,
 		BodyLimit: cfg.Broker.MaxBodyBytes,
 		Routes: []broker.Route{
 			{Pattern: "/certificates",
-				Post: &broker.Handler{NewBody: func() any { return new(certs.CreateCertRequest) }, Serve: s.create}},
+				Post: &broker.Handler{NewBody: func() any { return new(certs.CreateCertRequest) },
+					Operation: "certd.cert.create", Resolve: resolveCreate, Serve: s.create}},
 			{Pattern: "/certificates/{certId}",
-				Get:    &broker.Handler{Serve: s.get},
-				Put:    &broker.Handler{NewBody: func() any { return new(certs.ImportCertRequest) }, Serve: s.put},
-				Delete: &broker.Handler{Serve: s.delete}},
+				Get: &broker.Handler{Operation: "certd.cert.get", Resolve: resolvePathID, Serve: s.get},
+				Put: &broker.Handler{NewBody: func() any { return new(certs.ImportCertRequest) },
+					Operation: "certd.cert.import", Resolve: resolvePathID, Serve: s.put},
+				Delete: &broker.Handler{Operation: "certd.cert.delete", Resolve: resolvePathID, Serve: s.delete}},
 		},
 	}
 	s.HTTP.SetMaxRequests(cfg.MaxRequests)
@@ -131,17 +134,31 @@ func (s *Service) principal(uid uint32) map[string]any {
 	return nil
 }
 
-func notAuthorized(uid uint32, id string) func() *broker.Error {
-	return func() *broker.Error {
-		return broker.Unauthorized(fmt.Sprintf("user %d is not authorized to modify the cert %s", uid, id))
+// denied is certd's refusal of a denied target: upstream's 401 naming the cert.
+func denied(r *broker.Request, t broker.Target) *broker.Error {
+	id, _ := t.Resource["cert_id"].(string)
+	return broker.Unauthorized(fmt.Sprintf("user %d is not authorized to modify the cert %s", r.Caller.UID, id))
+}
+
+func resolvePathID(r *broker.Request) ([]broker.Target, error) {
+	return []broker.Target{{Resource: map[string]any{"cert_id": r.Params["certId"]}}}, nil
+}
+
+// resolveCreate: upstream decides before it parses the CSR.
+func resolveCreate(r *broker.Request) ([]broker.Target, error) {
+	req, _ := r.Body.(*certs.CreateCertRequest)
+	if req == nil {
+		return nil, broker.BadRequest("missing request body")
 	}
+	request := map[string]any{}
+	if req.Issuer != nil {
+		request["issuer_cert_id"] = *req.Issuer.CertID
+	}
+	return []broker.Target{{Resource: map[string]any{"cert_id": *req.CertID}, Request: request}}, nil
 }
 
 func (s *Service) get(r *broker.Request) (broker.Reply, error) {
 	id := r.Params["certId"]
-	if err := r.Authorize("certd.cert.get", map[string]any{"cert_id": id}, nil, notAuthorized(r.Caller.UID, id)); err != nil {
-		return broker.Reply{}, err
-	}
 	_, st := s.snapshot()
 	b, err := st.get(id)
 	if errors.Is(err, errNotFound) {
@@ -156,9 +173,6 @@ func (s *Service) get(r *broker.Request) (broker.Reply, error) {
 func (s *Service) put(r *broker.Request) (broker.Reply, error) {
 	id := r.Params["certId"]
 	req := r.Body.(*certs.ImportCertRequest)
-	if err := r.Authorize("certd.cert.import", map[string]any{"cert_id": id}, nil, notAuthorized(r.Caller.UID, id)); err != nil {
-		return broker.Reply{}, err
-	}
 	_, st := s.snapshot()
 	if err := st.put(id, []byte(*req.PEM)); err != nil {
 		return broker.Reply{}, broker.Internal(err)
@@ -168,9 +182,6 @@ func (s *Service) put(r *broker.Request) (broker.Reply, error) {
 
 func (s *Service) delete(r *broker.Request) (broker.Reply, error) {
 	id := r.Params["certId"]
-	if err := r.Authorize("certd.cert.delete", map[string]any{"cert_id": id}, nil, notAuthorized(r.Caller.UID, id)); err != nil {
-		return broker.Reply{}, err
-	}
 	_, st := s.snapshot()
 	if err := st.delete(id); err != nil {
 		return broker.Reply{}, broker.Internal(err)
@@ -179,19 +190,8 @@ func (s *Service) delete(r *broker.Request) (broker.Reply, error) {
 }
 
 func (s *Service) create(r *broker.Request) (broker.Reply, error) {
-	req, _ := r.Body.(*certs.CreateCertRequest)
-	if req == nil {
-		return broker.Reply{}, broker.BadRequest("missing request body")
-	}
+	req := r.Body.(*certs.CreateCertRequest)
 	id := *req.CertID
-	resource := map[string]any{"cert_id": id}
-	request := map[string]any{}
-	if req.Issuer != nil {
-		request["issuer_cert_id"] = *req.Issuer.CertID
-	}
-	if err := r.Authorize("certd.cert.create", resource, request, notAuthorized(r.Caller.UID, id)); err != nil {
-		return broker.Reply{}, err
-	}
 	csr, err := parseCSR(*req.CSR)
 	if err != nil {
 		return broker.Reply{}, broker.InvalidParameter("csr", err.Error())

@@ -78,6 +78,7 @@ func New(cfg *Config, opts Options) (*Service, error) {
 		Routes:    s.routes(),
 		Decider:   decider,
 		Principal: s.principal,
+		Denied:    denied,
 		Log:       opts.Log,
 		BodyLimit: cfg.Broker.MaxBodyBytes,
 	}
@@ -112,33 +113,48 @@ func (s *Service) principal(uid uint32) map[string]any {
 	return map[string]any{"keys": p}
 }
 
+// routes declares every endpoint with its policy operation and what it acts on; the
+// broker core makes the decision between Resolve and Serve (architecture.md §3).
 func (s *Service) routes() []broker.Route {
-	body := func(f func() any) func() any { return f }
 	return []broker.Route{
 		{Pattern: "/key",
-			Post:   &broker.Handler{NewBody: body(func() any { return new(keys.CreateKeyRequest) }), Serve: s.createKey},
-			Delete: &broker.Handler{NewBody: func() any { return new(keys.HandleRequest) }, Serve: s.deleteKey(KindKey)}},
+			Post: &broker.Handler{NewBody: func() any { return new(keys.CreateKeyRequest) },
+				Operation: "keyd.key.create", Resolve: s.resolveCreateKey, Serve: s.createKey},
+			Delete: &broker.Handler{NewBody: func() any { return new(keys.HandleRequest) },
+				Operation: "keyd.key.delete", Resolve: s.resolveHandleBody(nil), Serve: s.deleteKey(KindKey)}},
 		{Pattern: "/keypair",
-			Post:   &broker.Handler{NewBody: func() any { return new(keys.CreateKeyPairRequest) }, Serve: s.createKeyPair},
-			Delete: &broker.Handler{NewBody: func() any { return new(keys.HandleRequest) }, Serve: s.deleteKey(KindKeyPair)}},
+			Post: &broker.Handler{NewBody: func() any { return new(keys.CreateKeyPairRequest) },
+				Operation: "keyd.keypair.create", Resolve: s.resolveCreateKeyPair, Serve: s.createKeyPair},
+			Delete: &broker.Handler{NewBody: func() any { return new(keys.HandleRequest) },
+				Operation: "keyd.keypair.delete", Resolve: s.resolveHandleBody(nil), Serve: s.deleteKey(KindKeyPair)}},
 		{Pattern: "/derivedkey",
-			Post: &broker.Handler{NewBody: func() any { return new(keys.DeriveKeyRequest) }, Serve: s.deriveKey}},
+			Post: &broker.Handler{NewBody: func() any { return new(keys.DeriveKeyRequest) },
+				Operation: "keyd.derivedkey.create", Resolve: s.resolveDerive, Serve: s.deriveKey}},
 		{Pattern: "/decrypt",
-			Post: &broker.Handler{NewBody: func() any { return new(keys.DecryptRequest) }, Serve: s.decrypt}},
+			Post: &broker.Handler{NewBody: func() any { return new(keys.DecryptRequest) },
+				Operation: "keyd.decrypt", Resolve: s.resolveDecrypt, Serve: s.decrypt}},
 		{Pattern: "/encrypt",
-			Post: &broker.Handler{NewBody: func() any { return new(keys.EncryptRequest) }, Serve: s.encrypt}},
+			Post: &broker.Handler{NewBody: func() any { return new(keys.EncryptRequest) },
+				Operation: "keyd.encrypt", Resolve: s.resolveEncrypt, Serve: s.encrypt}},
 		{Pattern: "/derivedkey/export",
-			Post: &broker.Handler{NewBody: func() any { return new(keys.HandleRequest) }, Serve: s.exportDerived}},
+			Post: &broker.Handler{NewBody: func() any { return new(keys.HandleRequest) },
+				Operation: "keyd.derivedkey.export", Resolve: s.resolveHandleBody(nil), Serve: s.exportDerived}},
 		{Pattern: "/parameters/{parameterName}",
-			Post: &broker.Handler{NewBody: func() any { return new(keys.HandleRequest) }, Serve: s.parameter}},
+			Post: &broker.Handler{NewBody: func() any { return new(keys.HandleRequest) },
+				Operation: "keyd.parameters.get", Resolve: s.resolveHandleBody(func(r *broker.Request) map[string]any {
+					return map[string]any{"parameter": r.Params["parameterName"]}
+				}), Serve: s.parameter}},
 		{Pattern: "/key/{keyId}",
-			Get:  &broker.Handler{Serve: s.loadKey(KindKey)},
-			Post: &broker.Handler{NewBody: func() any { return new(keys.MoveKeyPairRequest) }, Serve: s.move(KindKey)}},
+			Get: &broker.Handler{Operation: "keyd.key.load", Resolve: resolvePathID, Serve: s.loadKey(KindKey)},
+			Post: &broker.Handler{NewBody: func() any { return new(keys.MoveKeyPairRequest) },
+				Operation: "keyd.keypair.move", Resolve: resolveMove(KindKey), Serve: s.move}},
 		{Pattern: "/keypair/{keyId}",
-			Get:  &broker.Handler{Serve: s.loadKey(KindKeyPair)},
-			Post: &broker.Handler{NewBody: func() any { return new(keys.MoveKeyPairRequest) }, Serve: s.move(KindKeyPair)}},
+			Get: &broker.Handler{Operation: "keyd.keypair.load", Resolve: resolvePathID, Serve: s.loadKey(KindKeyPair)},
+			Post: &broker.Handler{NewBody: func() any { return new(keys.MoveKeyPairRequest) },
+				Operation: "keyd.keypair.move", Resolve: resolveMove(KindKeyPair), Serve: s.move}},
 		{Pattern: "/sign",
-			Post: &broker.Handler{NewBody: func() any { return new(keys.SignRequest) }, Serve: s.sign}},
+			Post: &broker.Handler{NewBody: func() any { return new(keys.SignRequest) },
+				Operation: "keyd.sign", Resolve: s.resolveSign, Serve: s.sign}},
 	}
 }
 
@@ -146,10 +162,14 @@ func (s *Service) routes() []broker.Route {
 
 func missingBody() error { return broker.BadRequest("missing request body") }
 
-func notAuthorized(uid uint32, id string) func() *broker.Error {
-	return func() *broker.Error {
-		return broker.Unauthorized(fmt.Sprintf("user %d is not authorized to access the key %s", uid, id))
-	}
+func notAuthorized(uid uint32, id string) *broker.Error {
+	return broker.Unauthorized(fmt.Sprintf("user %d is not authorized to access the key %s", uid, id))
+}
+
+// denied is keyd's refusal of a denied target: upstream's 401 naming the key.
+func denied(r *broker.Request, t broker.Target) *broker.Error {
+	id, _ := t.Resource["key_id"].(string)
+	return notAuthorized(r.Caller.UID, id)
 }
 
 func invalidHandle(detail string) error { return broker.InvalidParameter("handle", detail) }
@@ -174,22 +194,19 @@ func checkID(r *broker.Request, id string) error {
 		return broker.InvalidParameter("id", "")
 	}
 	if id == HandleValidationKeyID {
-		return notAuthorized(r.Caller.UID, id)()
+		return notAuthorized(r.Caller.UID, id)
 	}
 	return nil
 }
 
-// authorizeID runs the policy for an operation naming key id; request holds the request's
-// other non-secret fields (docs/policy.md, operation catalogue).
-func (s *Service) authorizeID(r *broker.Request, op, id string, request map[string]any) error {
-	if err := r.Authorize(op, map[string]any{"key_id": id}, request, notAuthorized(r.Caller.UID, id)); err != nil {
-		return err
-	}
-	return checkID(r, id)
+// idTarget is the decision on an operation naming key id.
+func idTarget(id string, request map[string]any) []broker.Target {
+	return []broker.Target{{Resource: map[string]any{"key_id": id}, Request: request}}
 }
 
-// validateHandle checks a handle and authorizes op on the key it names.
-func (s *Service) validateHandle(r *broker.Request, op, raw string, request map[string]any) (*Handle, error) {
+// resolveHandle validates a handle and names the key it stands for; Serve finds the
+// handle in r.Resolved.
+func (s *Service) resolveHandle(r *broker.Request, raw string, request map[string]any) ([]broker.Target, error) {
 	h, err := s.handles.validate(raw)
 	switch {
 	case errors.Is(err, errInvalidHandle):
@@ -199,11 +216,27 @@ func (s *Service) validateHandle(r *broker.Request, op, raw string, request map[
 	case err != nil:
 		return nil, broker.Internal(err)
 	}
-	res := map[string]any{"key_id": h.ID, "key_kind": h.Kind.String()}
-	if err := r.Authorize(op, res, request, notAuthorized(r.Caller.UID, h.ID)); err != nil {
-		return nil, err
+	r.Resolved = h
+	return []broker.Target{{Resource: map[string]any{"key_id": h.ID, "key_kind": h.Kind.String()}, Request: request}}, nil
+}
+
+// resolveHandleBody is Resolve for routes whose body is just {"keyHandle"}.
+func (s *Service) resolveHandleBody(request func(*broker.Request) map[string]any) func(*broker.Request) ([]broker.Target, error) {
+	return func(r *broker.Request) ([]broker.Target, error) {
+		req, _ := r.Body.(*keys.HandleRequest)
+		if req == nil {
+			return nil, missingBody()
+		}
+		var extra map[string]any
+		if request != nil {
+			extra = request(r)
+		}
+		return s.resolveHandle(r, *req.KeyHandle, extra)
 	}
-	return h, nil
+}
+
+func resolvePathID(r *broker.Request) ([]broker.Target, error) {
+	return idTarget(r.Params["keyId"], nil), nil
 }
 
 func (s *Service) issue(kind KeyKind, id string) (broker.Reply, error) {
@@ -214,24 +247,32 @@ func (s *Service) issue(kind KeyKind, id string) (broker.Reply, error) {
 	return broker.Reply{Body: keys.KeyHandleResponse{KeyHandle: h}}, nil
 }
 
-// --- handlers ---
+// --- handlers: Resolve runs before the decision, Serve after it ---
 
-func (s *Service) createKey(r *broker.Request) (broker.Reply, error) {
+func (s *Service) resolveCreateKey(r *broker.Request) ([]broker.Target, error) {
 	req, _ := r.Body.(*keys.CreateKeyRequest)
 	if req == nil {
-		return broker.Reply{}, missingBody()
+		return nil, missingBody()
 	}
 	usage, err := hsm.ParseUsage(*req.Usage)
 	if err != nil {
-		return broker.Reply{}, broker.Unprocessable(fmt.Sprintf("invalid value: string %q, expected a comma-separated list of derive, encrypt, sign", *req.Usage))
+		return nil, broker.Unprocessable(fmt.Sprintf("invalid value: string %q, expected a comma-separated list of derive, encrypt, sign", *req.Usage))
 	}
-	op := "keyd.key.create"
+	r.Resolved = usage
+	t := idTarget(*req.KeyID, nil)
 	if req.KeyBytes != nil {
-		op = "keyd.key.import"
+		t[0].Operation = "keyd.key.import"
 	}
-	if err := s.authorizeID(r, op, *req.KeyID, nil); err != nil {
+	return t, nil
+}
+
+func (s *Service) createKey(r *broker.Request) (broker.Reply, error) {
+	req := r.Body.(*keys.CreateKeyRequest)
+	usage := r.Resolved.(hsm.Usage)
+	if err := checkID(r, *req.KeyID); err != nil {
 		return broker.Reply{}, err
 	}
+	var err error
 	if req.KeyBytes != nil {
 		err = s.keys.ImportKey(*req.KeyID, req.KeyBytes, usage)
 	} else {
@@ -243,19 +284,25 @@ func (s *Service) createKey(r *broker.Request) (broker.Reply, error) {
 	return s.issue(KindKey, *req.KeyID)
 }
 
-func (s *Service) createKeyPair(r *broker.Request) (broker.Reply, error) {
+func (s *Service) resolveCreateKeyPair(r *broker.Request) ([]broker.Target, error) {
 	req, _ := r.Body.(*keys.CreateKeyPairRequest)
 	if req == nil {
-		return broker.Reply{}, missingBody()
+		return nil, missingBody()
 	}
 	pref := "*"
 	if req.PreferredAlgorithms != nil {
 		pref = *req.PreferredAlgorithms
 	}
-	algs := hsm.ParsePreferredAlgorithms(pref)
-	if err := s.authorizeID(r, "keyd.keypair.create", *req.KeyID, map[string]any{"preferred_algorithms": pref}); err != nil {
+	r.Resolved = pref
+	return idTarget(*req.KeyID, map[string]any{"preferred_algorithms": pref}), nil
+}
+
+func (s *Service) createKeyPair(r *broker.Request) (broker.Reply, error) {
+	req := r.Body.(*keys.CreateKeyPairRequest)
+	if err := checkID(r, *req.KeyID); err != nil {
 		return broker.Reply{}, err
 	}
+	algs := hsm.ParsePreferredAlgorithms(r.Resolved.(string))
 	if err := s.keys.CreateKeyPair(*req.KeyID, algs); err != nil {
 		return broker.Reply{}, storeError(err)
 	}
@@ -265,11 +312,7 @@ func (s *Service) createKeyPair(r *broker.Request) (broker.Reply, error) {
 func (s *Service) loadKey(kind KeyKind) func(*broker.Request) (broker.Reply, error) {
 	return func(r *broker.Request) (broker.Reply, error) {
 		id := r.Params["keyId"]
-		op := "keyd.key.load"
-		if kind == KindKeyPair {
-			op = "keyd.keypair.load"
-		}
-		if err := s.authorizeID(r, op, id, nil); err != nil {
+		if err := checkID(r, id); err != nil {
 			return broker.Reply{}, err
 		}
 		var err error
@@ -287,18 +330,7 @@ func (s *Service) loadKey(kind KeyKind) func(*broker.Request) (broker.Reply, err
 
 func (s *Service) deleteKey(kind KeyKind) func(*broker.Request) (broker.Reply, error) {
 	return func(r *broker.Request) (broker.Reply, error) {
-		req, _ := r.Body.(*keys.HandleRequest)
-		if req == nil {
-			return broker.Reply{}, missingBody()
-		}
-		op := "keyd.key.delete"
-		if kind == KindKeyPair {
-			op = "keyd.keypair.delete"
-		}
-		h, err := s.validateHandle(r, op, *req.KeyHandle, nil)
-		if err != nil {
-			return broker.Reply{}, err
-		}
+		h := r.Resolved.(*Handle)
 		if h.Kind != kind {
 			if kind == KindKey {
 				return broker.Reply{}, invalidHandle("handle is not for a key")
@@ -306,8 +338,9 @@ func (s *Service) deleteKey(kind KeyKind) func(*broker.Request) (broker.Reply, e
 			return broker.Reply{}, invalidHandle("handle is not for a key pair")
 		}
 		if h.ID == HandleValidationKeyID {
-			return broker.Reply{}, notAuthorized(r.Caller.UID, h.ID)()
+			return broker.Reply{}, notAuthorized(r.Caller.UID, h.ID)
 		}
+		var err error
 		if kind == KindKey {
 			err = s.keys.DeleteKey(h.ID)
 		} else {
@@ -320,45 +353,47 @@ func (s *Service) deleteKey(kind KeyKind) func(*broker.Request) (broker.Reply, e
 	}
 }
 
-func (s *Service) move(kind KeyKind) func(*broker.Request) (broker.Reply, error) {
-	return func(r *broker.Request) (broker.Reply, error) {
+// resolveMove keeps upstream's order (api-keys.md §5.6): identical IDs, then the key
+// type, then authorization of the source and then of the destination.
+func resolveMove(kind KeyKind) func(*broker.Request) ([]broker.Target, error) {
+	return func(r *broker.Request) ([]broker.Target, error) {
 		req, _ := r.Body.(*keys.MoveKeyPairRequest)
 		if req == nil {
-			return broker.Reply{}, missingBody()
+			return nil, missingBody()
 		}
 		to, from := r.Params["keyId"], *req.From
 		if from == to {
-			return broker.Reply{}, broker.BadRequest("source and destination for move are identical")
+			return nil, broker.BadRequest("source and destination for move are identical")
 		}
 		if kind == KindKey {
-			return broker.Reply{}, broker.BadRequest(`invalid type "key"`)
+			return nil, broker.BadRequest(`invalid type "key"`)
 		}
 		extra := map[string]any{"from": from, "to": to}
-		if err := s.authorizeID(r, "keyd.keypair.move", from, extra); err != nil {
-			return broker.Reply{}, err
-		}
-		if err := s.authorizeID(r, "keyd.keypair.move", to, extra); err != nil {
-			return broker.Reply{}, err
-		}
-		if err := s.keys.MoveKeyPair(from, to); err != nil {
-			return broker.Reply{}, storeError(err)
-		}
-		return broker.Reply{}, nil
+		return []broker.Target{
+			{Resource: map[string]any{"key_id": from}, Request: extra},
+			{Resource: map[string]any{"key_id": to}, Request: extra},
+		}, nil
 	}
+}
+
+func (s *Service) move(r *broker.Request) (broker.Reply, error) {
+	to, from := r.Params["keyId"], *r.Body.(*keys.MoveKeyPairRequest).From
+	for _, id := range []string{from, to} {
+		if err := checkID(r, id); err != nil {
+			return broker.Reply{}, err
+		}
+	}
+	if err := s.keys.MoveKeyPair(from, to); err != nil {
+		return broker.Reply{}, storeError(err)
+	}
+	return broker.Reply{}, nil
 }
 
 var p256OID = []byte{0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07}
 
 func (s *Service) parameter(r *broker.Request) (broker.Reply, error) {
-	req, _ := r.Body.(*keys.HandleRequest)
-	if req == nil {
-		return broker.Reply{}, missingBody()
-	}
 	name := r.Params["parameterName"]
-	h, err := s.validateHandle(r, "keyd.parameters.get", *req.KeyHandle, map[string]any{"parameter": name})
-	if err != nil {
-		return broker.Reply{}, err
-	}
+	h := r.Resolved.(*Handle)
 	pub, err := s.keys.PublicKey(h.ID)
 	if err != nil {
 		return broker.Reply{}, storeError(err)
@@ -402,15 +437,17 @@ func (s *Service) parameter(r *broker.Request) (broker.Reply, error) {
 	return broker.Reply{Body: keys.ParameterResponse{Value: value}}, nil
 }
 
-func (s *Service) deriveKey(r *broker.Request) (broker.Reply, error) {
+func (s *Service) resolveDerive(r *broker.Request) ([]broker.Target, error) {
 	req, _ := r.Body.(*keys.DeriveKeyRequest)
 	if req == nil {
-		return broker.Reply{}, missingBody()
+		return nil, missingBody()
 	}
-	h, err := s.validateHandle(r, "keyd.derivedkey.create", *req.BaseKeyHandle, nil)
-	if err != nil {
-		return broker.Reply{}, err
-	}
+	return s.resolveHandle(r, *req.BaseKeyHandle, nil)
+}
+
+func (s *Service) deriveKey(r *broker.Request) (broker.Reply, error) {
+	req := r.Body.(*keys.DeriveKeyRequest)
+	h := r.Resolved.(*Handle)
 	switch h.Kind {
 	case KindDerived:
 		return broker.Reply{}, invalidHandle(errNested.Error())
@@ -438,14 +475,7 @@ func (s *Service) derivedKey(h *Handle) ([]byte, error) {
 }
 
 func (s *Service) exportDerived(r *broker.Request) (broker.Reply, error) {
-	req, _ := r.Body.(*keys.HandleRequest)
-	if req == nil {
-		return broker.Reply{}, missingBody()
-	}
-	h, err := s.validateHandle(r, "keyd.derivedkey.export", *req.KeyHandle, nil)
-	if err != nil {
-		return broker.Reply{}, err
-	}
+	h := r.Resolved.(*Handle)
 	if h.Kind != KindDerived {
 		return broker.Reply{}, invalidHandle("handle is not for a derived key")
 	}
@@ -464,29 +494,33 @@ func missingField(name string) error {
 	return broker.Unprocessable(fmt.Sprintf("missing field `%s`", name))
 }
 
-func (s *Service) sign(r *broker.Request) (broker.Reply, error) {
+func (s *Service) resolveSign(r *broker.Request) ([]broker.Target, error) {
 	req, _ := r.Body.(*keys.SignRequest)
 	if req == nil {
-		return broker.Reply{}, missingBody()
+		return nil, missingBody()
 	}
 	alg := *req.Algorithm
 	switch alg {
 	case keys.AlgECDSA:
 		if req.Parameters.Digest == nil {
-			return broker.Reply{}, missingField("digest")
+			return nil, missingField("digest")
 		}
 	case keys.AlgHMACSHA256:
 		if req.Parameters.Message == nil {
-			return broker.Reply{}, missingField("message")
+			return nil, missingField("message")
 		}
 	default:
-		return broker.Reply{}, unknownAlgorithm(alg, keys.AlgECDSA, keys.AlgHMACSHA256)
+		return nil, unknownAlgorithm(alg, keys.AlgECDSA, keys.AlgHMACSHA256)
 	}
-	h, err := s.validateHandle(r, "keyd.sign", *req.KeyHandle, map[string]any{"algorithm": alg})
-	if err != nil {
-		return broker.Reply{}, err
-	}
+	return s.resolveHandle(r, *req.KeyHandle, map[string]any{"algorithm": alg})
+}
+
+func (s *Service) sign(r *broker.Request) (broker.Reply, error) {
+	req := r.Body.(*keys.SignRequest)
+	alg := *req.Algorithm
+	h := r.Resolved.(*Handle)
 	var sig []byte
+	var err error
 	switch {
 	case alg == keys.AlgECDSA && h.Kind == KindKeyPair:
 		sig, err = s.keys.SignECDSA(h.ID, req.Parameters.Digest)
@@ -507,9 +541,9 @@ func (s *Service) sign(r *broker.Request) (broker.Reply, error) {
 	return broker.Reply{Body: keys.SignResponse{Signature: sig}}, nil
 }
 
-// cipherHandle checks what /encrypt and /decrypt share: the algorithm is known, AEAD
-// has its parameters, and the handle is valid and authorized for op.
-func (s *Service) cipherHandle(r *broker.Request, op string, handle, alg *string, params *keys.AEADParameters) (*Handle, error) {
+// resolveCipher checks what /encrypt and /decrypt share before the decision: the
+// algorithm is known, AEAD has its parameters, and the handle is valid.
+func (s *Service) resolveCipher(r *broker.Request, handle, alg *string, params *keys.AEADParameters) ([]broker.Target, error) {
 	switch *alg {
 	case keys.AlgAEAD:
 		if params == nil {
@@ -519,19 +553,30 @@ func (s *Service) cipherHandle(r *broker.Request, op string, handle, alg *string
 	default:
 		return nil, unknownAlgorithm(*alg, keys.AlgAEAD, keys.AlgRSAPKCS1, keys.AlgRSANoPadding)
 	}
-	return s.validateHandle(r, op, *handle, map[string]any{"algorithm": *alg})
+	return s.resolveHandle(r, *handle, map[string]any{"algorithm": *alg})
+}
+
+func (s *Service) resolveEncrypt(r *broker.Request) ([]broker.Target, error) {
+	req, _ := r.Body.(*keys.EncryptRequest)
+	if req == nil {
+		return nil, missingBody()
+	}
+	return s.resolveCipher(r, req.KeyHandle, req.Algorithm, req.Parameters)
+}
+
+func (s *Service) resolveDecrypt(r *broker.Request) ([]broker.Target, error) {
+	req, _ := r.Body.(*keys.DecryptRequest)
+	if req == nil {
+		return nil, missingBody()
+	}
+	return s.resolveCipher(r, req.KeyHandle, req.Algorithm, req.Parameters)
 }
 
 func (s *Service) encrypt(r *broker.Request) (broker.Reply, error) {
-	req, _ := r.Body.(*keys.EncryptRequest)
-	if req == nil {
-		return broker.Reply{}, missingBody()
-	}
-	h, err := s.cipherHandle(r, "keyd.encrypt", req.KeyHandle, req.Algorithm, req.Parameters)
-	if err != nil {
-		return broker.Reply{}, err
-	}
+	req := r.Body.(*keys.EncryptRequest)
+	h := r.Resolved.(*Handle)
 	var out []byte
+	var err error
 	switch alg := *req.Algorithm; {
 	case alg == keys.AlgAEAD && h.Kind == KindKey:
 		out, err = s.keys.AEADEncrypt(h.ID, req.Parameters.IV, req.Parameters.AAD, req.Plaintext)
@@ -555,15 +600,10 @@ func (s *Service) encrypt(r *broker.Request) (broker.Reply, error) {
 }
 
 func (s *Service) decrypt(r *broker.Request) (broker.Reply, error) {
-	req, _ := r.Body.(*keys.DecryptRequest)
-	if req == nil {
-		return broker.Reply{}, missingBody()
-	}
-	h, err := s.cipherHandle(r, "keyd.decrypt", req.KeyHandle, req.Algorithm, req.Parameters)
-	if err != nil {
-		return broker.Reply{}, err
-	}
+	req := r.Body.(*keys.DecryptRequest)
+	h := r.Resolved.(*Handle)
 	var out []byte
+	var err error
 	switch alg := *req.Algorithm; {
 	case alg == keys.AlgAEAD && h.Kind == KindKey:
 		out, err = s.keys.AEADDecrypt(h.ID, req.Parameters.IV, req.Parameters.AAD, req.Ciphertext)
