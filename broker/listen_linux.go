@@ -90,26 +90,47 @@ func matchName(got string, want []string) bool {
 // bindUnix binds path the way upstream does when there is no activation socket: delete
 // what is there (recursively for a directory), bind, chmod 0660.
 func bindUnix(path string) (net.Listener, error) {
-	if st, err := os.Lstat(path); err == nil {
-		if st.IsDir() {
-			if err := os.RemoveAll(path); err != nil {
-				return nil, fmt.Errorf("remove directory at socket path %q: %w", path, err)
-			}
-		} else if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove old socket %q: %w", path, err)
-		}
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create socket directory for %q: %w", path, err)
 	}
-	l, err := net.Listen("unix", path)
+	// Bind inside a private directory, chmod, then rename into place: the socket is never
+	// reachable with the mode the process umask would give it (upstream binds at the path
+	// and chmods afterwards, a window in which any user may connect).
+	tmp, err := os.MkdirTemp(dir, ".bind-")
+	if err != nil {
+		return nil, fmt.Errorf("create private directory to bind %q: %w", path, err)
+	}
+	defer os.RemoveAll(tmp)
+	tmpPath := filepath.Join(tmp, "s")
+	l, err := net.Listen("unix", tmpPath)
 	if err != nil {
 		return nil, fmt.Errorf("bind %q: %w", path, err)
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	if err := os.Chmod(path, 0o660); err != nil {
+	fail := func(err error) (net.Listener, error) {
 		l.Close()
-		return nil, fmt.Errorf("chmod %q: %w", path, err)
+		return nil, err
 	}
-	return l, nil
+	if err := os.Chmod(tmpPath, 0o660); err != nil {
+		return fail(fmt.Errorf("chmod %q: %w", path, err))
+	}
+	if st, err := os.Lstat(path); err == nil && st.IsDir() {
+		if err := os.RemoveAll(path); err != nil {
+			return fail(fmt.Errorf("remove directory at socket path %q: %w", path, err))
+		}
+	}
+	// rename replaces an old socket or file at path atomically.
+	if err := os.Rename(tmpPath, path); err != nil {
+		return fail(fmt.Errorf("move socket into place at %q: %w", path, err))
+	}
+	return &boundListener{Listener: l, addr: &net.UnixAddr{Name: path, Net: "unix"}}, nil
 }
+
+// boundListener reports the path the socket was moved to, not the one it was bound at.
+type boundListener struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (l *boundListener) Addr() net.Addr { return l.addr }

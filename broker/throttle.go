@@ -1,16 +1,22 @@
 package broker
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
-// throttle counts concurrent connections per peer UID (api-keys.md §1.2).
+// throttle counts concurrent connections per peer UID (api-keys.md §1.2). Unlike
+// upstream, a connection that sits idle between keep-alive requests does not starve its
+// own user: when the user is at the limit, its longest-idle connection is closed to make
+// room before a new one is refused (docs/RATIONALE.md).
 type throttle struct {
 	mu     sync.Mutex
 	max    int
-	active map[uint32]int
+	active map[uint32]map[*conn]struct{}
 }
 
 func newThrottle(max int) *throttle {
-	return &throttle{max: max, active: map[uint32]int{}}
+	return &throttle{max: max, active: map[uint32]map[*conn]struct{}{}}
 }
 
 func (t *throttle) setMax(max int) {
@@ -19,23 +25,66 @@ func (t *throttle) setMax(max int) {
 	t.mu.Unlock()
 }
 
-// acquire takes a slot for uid; false means the connection must be dropped unanswered.
-func (t *throttle) acquire(uid uint32) bool {
+// acquire takes a slot for c. When the user is at the limit, it takes the slot of the
+// user's longest-idle connection, which the caller must close (evicted); ok false means
+// c must be dropped unanswered.
+func (t *throttle) acquire(c *conn) (evicted *conn, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.active[uid] >= t.max {
+	set := t.active[c.uid]
+	if len(set) >= t.max {
+		for o := range set {
+			if o.idleSince.IsZero() {
+				continue
+			}
+			if evicted == nil || o.idleSince.Before(evicted.idleSince) {
+				evicted = o
+			}
+		}
+		if evicted == nil {
+			return nil, false
+		}
+		// The victim leaves the count now; it can no longer turn active (setIdle
+		// ignores connections not counted), so its slot is free for c.
+		delete(set, evicted)
+	}
+	if set == nil {
+		set = map[*conn]struct{}{}
+		t.active[c.uid] = set
+	}
+	set[c] = struct{}{}
+	return evicted, true
+}
+
+// setIdle records whether c waits between requests; it reports false when c was evicted
+// and must not serve another request.
+func (t *throttle) setIdle(c *conn, idle bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.active[c.uid][c]; !ok {
 		return false
 	}
-	t.active[uid]++
+	if idle {
+		c.idleSince = time.Now()
+	} else {
+		c.idleSince = time.Time{}
+	}
 	return true
 }
 
-func (t *throttle) release(uid uint32) {
+func (t *throttle) release(c *conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.active[uid] <= 1 {
-		delete(t.active, uid)
-		return
+	set := t.active[c.uid]
+	delete(set, c)
+	if len(set) == 0 {
+		delete(t.active, c.uid)
 	}
-	t.active[uid]--
+}
+
+// count is the number of connections uid holds (tests).
+func (t *throttle) count(uid uint32) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.active[uid])
 }
