@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -19,6 +22,9 @@ func TestMain(m *testing.M) {
 	switch os.Getenv("AZIOT_TEST_CHILD") {
 	case "hold":
 		holdConnections()
+		return
+	case "denials":
+		sendDenials()
 		return
 	}
 	os.Exit(m.Run())
@@ -105,4 +111,47 @@ func (h *holder) release() {
 	h.stdin.Close()
 	h.cmd.Wait()
 	h.cmd = nil
+}
+
+// sendDenials sends AZIOT_TEST_N `GET /key/x` on one keep-alive connection to
+// AZIOT_TEST_SOCKET and prints the statuses as "<status> x<count>" (one group per status).
+func sendDenials() {
+	n, _ := strconv.Atoi(os.Getenv("AZIOT_TEST_N"))
+	c, err := net.Dial("unix", os.Getenv("AZIOT_TEST_SOCKET"))
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	r := bufio.NewReader(c)
+	counts := map[int]int{}
+	for i := 0; i < n; i++ {
+		fmt.Fprint(c, "GET /key/x?api-version=2021-05-01 HTTP/1.1\r\nHost: keyd.sock\r\n\r\n")
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		counts[resp.StatusCode]++
+	}
+	var parts []string
+	for status, k := range counts {
+		parts = append(parts, fmt.Sprintf("%d x%d", status, k))
+	}
+	sort.Strings(parts)
+	fmt.Println(strings.Join(parts, ", "))
+}
+
+// runAs runs sendDenials as uid and returns what it printed.
+func runAs(t *testing.T, uid int, socket string, n int) string {
+	t.Helper()
+	cmd := exec.Command(childBinary(t))
+	cmd.Env = append(os.Environ(), "AZIOT_TEST_CHILD=denials", "AZIOT_TEST_SOCKET="+socket, "AZIOT_TEST_N="+strconv.Itoa(n))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v: %s", err, out)
+	}
+	return strings.TrimSpace(string(out))
 }

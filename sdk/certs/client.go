@@ -18,7 +18,7 @@ type Client struct{ t *transport.Client }
 
 // New returns a client for the certd socket (a path or unix:// URI).
 func New(endpoint string) *Client {
-	return &Client{t: transport.New(endpoint, "certd.sock", APIVersion, 8)}
+	return &Client{t: transport.New(endpoint, "certd.sock", APIVersion, 0)}
 }
 
 // Close drops idle connections.

@@ -17,11 +17,14 @@ type APIError = transport.APIError
 // Client talks to keyd.
 type Client struct{ t *transport.Client }
 
-// New returns a client for the keyd socket (a path or unix:// URI).
-func New(endpoint string) *Client { return NewWithConns(endpoint, 8) }
+// New returns a client for the keyd socket (a path or unix:// URI). It opens at most a
+// few connections at once and keeps at most two idle, briefly: keyd counts a user's
+// connections against max_requests (default 10), and several clients of one user share
+// that limit.
+func New(endpoint string) *Client { return NewWithConns(endpoint, 0) }
 
-// NewWithConns bounds the connections the client opens at once; keep it at or below the
-// service's max_requests, which drops extra connections of the same user.
+// NewWithConns bounds the connections the client opens at once (0: the default, 4);
+// keep the sum over a user's clients at or below the service's max_requests.
 func NewWithConns(endpoint string, maxConns int) *Client {
 	return &Client{t: transport.New(endpoint, "keyd.sock", APIVersion, maxConns)}
 }
@@ -79,7 +82,8 @@ func (c *Client) DeleteKeyPair(ctx context.Context, handle string) error {
 
 // MoveKeyPair renames key pair from to to, replacing to.
 func (c *Client) MoveKeyPair(ctx context.Context, from, to string) error {
-	return c.t.Do(ctx, "POST", "/keypair/"+transport.PathEscape(to), MoveKeyPairRequest{From: &from}, nil)
+	// Once: repeated after a success the move would fail, the source being gone.
+	return c.t.DoOnce(ctx, "POST", "/keypair/"+transport.PathEscape(to), MoveKeyPairRequest{From: &from}, nil)
 }
 
 // Parameter returns a public parameter of a key pair: algorithm, ec-curve-oid, ec-point,

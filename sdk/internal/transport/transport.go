@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -39,9 +41,28 @@ func SocketPath(endpoint string) string {
 	return endpoint
 }
 
+// Connection habits. The services count connections per UID against max_requests
+// (default 10) and drop the ones beyond it unanswered, so a client holds few: a handful
+// at once, at most MaxIdle of them idle, and those only briefly.
+const (
+	DefaultMaxConns = 4
+	MaxIdle         = 2
+	IdleTimeout     = 2 * time.Second
+)
+
+// Retries of a request the service dropped unanswered (its user was at max_requests,
+// or the service restarted): a few, with a short growing pause.
+const (
+	retries      = 6
+	retryBackoff = 5 * time.Millisecond
+)
+
 // New returns a client for the socket at endpoint. maxConns bounds the connections it
-// opens at once: services drop connections beyond max_requests per UID (default 10).
+// opens at once (0 means DefaultMaxConns).
 func New(endpoint, host, apiVersion string, maxConns int) *Client {
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
 	path := SocketPath(endpoint)
 	var d net.Dialer
 	tr := &http.Transport{
@@ -49,40 +70,79 @@ func New(endpoint, host, apiVersion string, maxConns int) *Client {
 			return d.DialContext(ctx, "unix", path)
 		},
 		MaxConnsPerHost:     maxConns,
-		MaxIdleConnsPerHost: maxConns,
-		IdleConnTimeout:     30 * time.Second,
+		MaxIdleConnsPerHost: min(maxConns, MaxIdle),
+		IdleConnTimeout:     IdleTimeout,
 	}
 	return &Client{http: &http.Client{Transport: tr}, host: host, apiVersion: apiVersion}
+}
+
+// unanswered reports whether err means the service closed the connection without an
+// answer: the request was not served, and sending it again is safe.
+func unanswered(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EAGAIN)
 }
 
 // Close drops idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
 // Do sends method path with in as JSON (nil for none) and decodes the answer into out
-// (nil to ignore it). Error answers come back as *APIError.
+// (nil to ignore it). Error answers come back as *APIError. A request the service
+// dropped unanswered is sent again a few times: every call of the services' APIs may be
+// repeated (creation returns the existing key, import and delete are idempotent), except
+// where DoOnce is used.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	return c.do(ctx, method, path, in, out, retries)
+}
+
+// DoOnce is Do without retries, for a request that must not be sent twice (a move,
+// whose repetition after success would fail).
+func (c *Client) DoOnce(ctx context.Context, method, path string, in, out any) error {
+	return c.do(ctx, method, path, in, out, 0)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any, retries int) error {
+	var payload []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encode request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		payload = b
 	}
 	sep := "?"
 	if strings.Contains(path, "?") {
 		sep = "&"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.host+path+sep+"api-version="+c.apiVersion, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+	url := "http://" + c.host + path + sep + "api-version=" + c.apiVersion
+	var resp *http.Response
+	for attempt := 0; ; attempt++ {
+		var body io.Reader
+		if payload != nil {
+			body = bytes.NewReader(payload)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, url, body)
+		if err != nil {
+			return err
+		}
+		if in != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err = c.http.Do(req)
+		if err == nil {
+			break
+		}
+		if attempt >= retries || !unanswered(err) || ctx.Err() != nil {
+			return fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		t := time.NewTimer(retryBackoff << attempt)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s %s: %w", method, path, err)
+		case <-t.C:
+		}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
