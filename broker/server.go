@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -236,12 +237,18 @@ type Request struct {
 	Resolved any
 
 	svc     *Service
+	conn    *conn
 	decided int
 }
 
 // authorize makes the decisions a handler declared; the first denial answers the
 // route's upstream refusal. Reasons go to the log only.
 func (s *Service) authorize(r *Request, h *Handler) error {
+	if r.conn != nil {
+		if fr, ok := s.Decider.(authz.FactsReader); !ok || fr.ReadsCallerFacts() {
+			r.Caller = r.conn.facts()
+		}
+	}
 	targets := []Target{{}}
 	if h.Resolve != nil {
 		var err error
@@ -307,7 +314,8 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	s.init()
 	req := &Request{Context: hr.Context(), Method: hr.Method, svc: s}
 	if cc, ok := hr.Context().Value(ctxKey{}).(*conn); ok {
-		req.Caller = cc.facts()
+		req.conn = cc
+		req.Caller = authz.Caller{UID: cc.cred.Uid, GID: cc.cred.Gid, PID: max(cc.cred.Pid, 0)}
 	}
 	// One read deadline for the whole request (api-keys.md §1.4's 5 s), so a declared
 	// body that never comes cannot hold the connection and its throttle slot.
@@ -474,9 +482,20 @@ func contentTypeIsJSON(values []string) (isJSON, present bool) {
 	return strings.TrimSpace(mt) == "application/json", true
 }
 
+var (
+	jsonContentType = []string{"application/json"}
+	bufPool         = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+)
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 {
+			buf.Reset()
+			bufPool.Put(buf)
+		}
+	}()
+	enc := json.NewEncoder(buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		status = http.StatusInternalServerError
@@ -484,8 +503,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		buf.WriteString(`{"message":"internal error"}`)
 	}
 	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+	h := w.Header()
+	// Assigned, not Set: the shared slice is never written to, and Set would allocate.
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(status)
 	w.Write(b)
 }

@@ -319,3 +319,28 @@ func TestCacheBoundedInBytes(t *testing.T) {
 		t.Fatal("nothing cached")
 	}
 }
+
+// The broker reads /proc for groups and exe only when a module can see them.
+func TestReadsCallerFacts(t *testing.T) {
+	e, _ := NewEngine(nil, principals())
+	if e.ReadsCallerFacts() {
+		t.Error("the default policy reads no caller facts")
+	}
+	for src, want := range map[string]bool{
+		"package aziot.authz\nimport rego.v1\ndeny contains \"x\" if input.caller.exe == \"/bin/x\"\n":             true,
+		"package aziot.authz\nimport rego.v1\ndeny contains \"x\" if 5 in input.caller.groups\n":                   true,
+		"package aziot.authz\nimport rego.v1\ndeny contains \"x\" if { c := input.caller; c.exe == \"/bin/x\" }\n": true,
+		"package aziot.authz\nimport rego.v1\ndeny contains \"x\" if { f := \"exe\"; input.caller[f] == \"\" }\n":  true,
+		"package aziot.authz\nimport rego.v1\ndeny contains \"x\" if { x := input; x.caller.exe == \"\" }\n":       true,
+		"package aziot.authz\nimport rego.v1\ndeny contains \"x\" if input.caller.uid == 5\n":                      false,
+		"package aziot.authz\nimport rego.v1\ndeny contains \"x\" if input.resource.key_id == \"exe\"\n":           false,
+	} {
+		e, err := NewEngine(map[string]string{"x.rego": src}, principals())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e.ReadsCallerFacts(); got != want {
+			t.Errorf("%s: ReadsCallerFacts = %v, want %v", src, got, want)
+		}
+	}
+}

@@ -88,7 +88,10 @@ type snapshot struct {
 	// keyPID is true when a module may read input.caller.pid; otherwise the pid is left
 	// out of the cache key (it cannot change the decision).
 	keyPID bool
-	cache  *decisionCache
+	// facts is true when a module may read input.caller.groups or .exe, which cost /proc
+	// reads per connection; otherwise the broker leaves them out.
+	facts bool
+	cache *decisionCache
 }
 
 // NewEngine prepares the default policy plus extra modules (file name → source) over data.
@@ -392,7 +395,8 @@ func compileSnapshot(s *snapshot, cacheSize, cacheBytes int) error {
 	s.query = q
 	s.nondet = nondeterministicCalls(mods)
 	s.cacheable = len(s.nondet) == 0 && cacheSize >= 0
-	s.keyPID = readsPID(mods)
+	s.keyPID = readsCallerField(mods, "pid")
+	s.facts = readsCallerField(mods, "groups", "exe")
 	if s.cacheable {
 		if cacheSize == 0 {
 			cacheSize = DefaultCacheSize
@@ -542,9 +546,13 @@ func nondeterministicCalls(mods []*ast.Module) []string {
 	return sortedKeys(found)
 }
 
-// readsPID reports whether a module may read input.caller.pid: a reference to it, or to
-// input or input.caller as a whole (or through a variable key).
-func readsPID(mods []*ast.Module) bool {
+// ReadsCallerFacts reports whether the policy in force may read the caller's groups or
+// executable (authz.FactsReader): the broker reads /proc only when it does.
+func (e *Engine) ReadsCallerFacts() bool { return e.cur.Load().facts }
+
+// readsCallerField reports whether a module may read one of input.caller's fields: a
+// reference to it, or to input or input.caller as a whole (or through a variable key).
+func readsCallerField(mods []*ast.Module, fields ...string) bool {
 	reads := false
 	inputVar := ast.InputRootDocument.Value
 	var vis *ast.GenericVisitor
@@ -556,7 +564,7 @@ func readsPID(mods []*ast.Module) bool {
 		case ast.Ref:
 			start := 0
 			if len(v) > 0 && v[0].Value.Compare(inputVar) == 0 {
-				reads = refReachesPID(v)
+				reads = refReachesCaller(v, fields)
 				start = 1
 			}
 			for _, t := range v[start:] {
@@ -576,7 +584,7 @@ func readsPID(mods []*ast.Module) bool {
 	return reads
 }
 
-func refReachesPID(r ast.Ref) bool {
+func refReachesCaller(r ast.Ref, fields []string) bool {
 	if len(r) == 1 {
 		return true
 	}
@@ -591,5 +599,5 @@ func refReachesPID(r ast.Ref) bool {
 		return true
 	}
 	f, ok := r[2].Value.(ast.String)
-	return !ok || f == "pid"
+	return !ok || slices.Contains(fields, string(f))
 }

@@ -36,6 +36,9 @@ type Service struct {
 
 	mu       sync.RWMutex
 	patterns map[uint32][]string
+	// principals is the policy input's caller.principal per uid, built on (re)load so a
+	// request does not build it.
+	principals map[uint32]map[string]any
 }
 
 // Options are what the process gives keyd beside its config.
@@ -63,7 +66,8 @@ func New(cfg *Config, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{keys: ks, handles: &handles{keys: ks}, log: opts.Log, patterns: principalPatterns(cfg.Principals)}
+	s := &Service{keys: ks, handles: &handles{keys: ks}, log: opts.Log}
+	s.setPatterns(principalPatterns(cfg.Principals))
 	decider := opts.Decider
 	if decider == nil {
 		s.engine, err = policy.NewEngine(nil, policy.PrincipalData("keyd", s.patterns))
@@ -97,20 +101,25 @@ func (s *Service) Reload(cfg *Config) error {
 			return err
 		}
 	}
-	s.mu.Lock()
-	s.patterns = patterns
-	s.mu.Unlock()
+	s.setPatterns(patterns)
 	return nil
 }
 
+func (s *Service) setPatterns(patterns map[uint32][]string) {
+	principals := make(map[uint32]map[string]any, len(patterns))
+	for uid, p := range patterns {
+		principals[uid] = map[string]any{"keys": p}
+	}
+	s.mu.Lock()
+	s.patterns, s.principals = patterns, principals
+	s.mu.Unlock()
+}
+
+// principal is the caller.principal of uid; shared between requests, never modified.
 func (s *Service) principal(uid uint32) map[string]any {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	p, ok := s.patterns[uid]
-	if !ok {
-		return nil
-	}
-	return map[string]any{"keys": p}
+	return s.principals[uid]
 }
 
 // routes declares every endpoint with its policy operation and what it acts on; the

@@ -55,6 +55,14 @@ type Decider interface {
 	Decide(ctx context.Context, in *Input) (Decision, error)
 }
 
+// FactsReader is a Decider that can tell whether the policy in force may read the
+// caller's groups or executable. Those cost /proc reads per connection, so the broker
+// gathers them only for a policy that can see them; a Decider without this method gets
+// them always.
+type FactsReader interface {
+	ReadsCallerFacts() bool
+}
+
 // document is the JSON form of an input (what `input` is in Rego).
 type document struct {
 	InputVersion int            `json:"input_version"`
