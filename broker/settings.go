@@ -13,8 +13,8 @@ type Settings struct {
 	// PolicyStateDir holds the service's policy status (read by `aziotctl policy status`),
 	// its last good policy and its last polled bundle; default /var/lib/aziot/<svc>/policy.
 	PolicyStateDir string `toml:"policy_state_dir"`
-	// PolicyReloadIntervalMS is how often the policy directory and the installed bundle
-	// are checked for changes (default 250 ms).
+	// PolicyReloadIntervalMS is the quiet time after a change to the policy directory or
+	// the installed bundle (seen through inotify) before it is reloaded (default 100 ms).
 	PolicyReloadIntervalMS int `toml:"policy_reload_interval_ms"`
 	// PolicyCacheSize bounds the decision cache (default 4096 entries; -1 disables it).
 	PolicyCacheSize int `toml:"policy_cache_size"`
