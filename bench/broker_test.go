@@ -3,6 +3,8 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hmac"
@@ -10,11 +12,9 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"path/filepath"
+	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -29,29 +29,81 @@ const benchMaxRequests = 128
 
 var concurrency = []int{1, 8, 64}
 
-// BenchmarkBroker measures signing through keyd's socket against the same operation
-// in-process and against a bare net/http echo server on a Unix socket, all in one run.
-// Each configuration runs for the -benchtime duration (one measurement, no ramp-up
-// repetitions) with its own latency histogram; it reports req/s, p50-µs and p99-µs, and
-// ns/op as the inverse of the throughput.
+// rounds of keyd and of the bare server per configuration, interleaved, so that a burst
+// of other load on this shared machine hits both sides of a ratio alike.
+const rounds = 3
+
+// connModes: one persistent connection per client, or a new connection per request as
+// upstream's own clients make them.
+var connModes = []struct {
+	name      string
+	keepAlive bool
+}{{"keep-alive", true}, {"new-conn", false}}
+
+// row is one configuration's figures, the medians of its rounds; bench/results.json holds
+// them so that README's table can be regenerated.
+type row struct {
+	Op          string    `json:"op"`
+	Clients     int       `json:"clients"`
+	Connection  string    `json:"connection"`
+	BrokerRPS   float64   `json:"broker_rps"`
+	BareRPS     float64   `json:"bare_rps"`
+	Ratio       float64   `json:"ratio"`        // median of the rounds' keyd/bare req/s
+	RatioRounds []float64 `json:"ratio_rounds"` // each round's, for the spread
+	P50us       float64   `json:"p50_us"`
+	P99us       float64   `json:"p99_us"`
+	BareP50us   float64   `json:"bare_p50_us"`
+	BareP99us   float64   `json:"bare_p99_us"`
+	P99Ratio    float64   `json:"p99_ratio"` // median of the rounds' keyd/bare p99
+	InProcOps   float64   `json:"inproc_ops"`
+}
+
+type results struct {
+	Machine     string `json:"machine"`
+	Go          string `json:"go"`
+	Window      string `json:"window"`
+	Rounds      int    `json:"rounds"`
+	MaxRequests int    `json:"max_requests"`
+	LoadBefore  string `json:"loadavg_before"` // /proc/loadavg: other work on the machine
+	LoadAfter   string `json:"loadavg_after"`
+	Rows        []row  `json:"configurations"`
+}
+
+// BenchmarkBroker measures keyd's /sign through its socket against the bare server
+// (bench/cmd/bare: net/http, the same JSON and the same crypto with keys in memory, no
+// authorization) with the same client code and the same request bodies, at 1, 8 and 64
+// clients, each keeping one connection or opening one per request. Each configuration
+// runs rounds×(keyd, bare) of the -benchtime window each; it reports the medians and the
+// keyd/bare ratios, prints README's table and writes results.json. The same crypto
+// in-process is measured beside it. BENCH_OPS=hmac,ecdsa,aead adds AEAD /encrypt.
 func BenchmarkBroker(b *testing.B) {
 	window := measureWindow()
+	res := results{
+		Machine: fmt.Sprintf("%d CPUs (%s), GOMAXPROCS %d, %s/%s", runtime.NumCPU(), cpuModel(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH),
+		Go:      runtime.Version(), Window: window.String(), Rounds: rounds, MaxRequests: benchMaxRequests,
+		LoadBefore: loadavg(),
+	}
 	dir := testenv.NewStateDir(b)
 	testenv.WriteConfig(b, dir, "keyd", "50-bench.toml", fmt.Sprintf("max_requests = %d\n", benchMaxRequests))
 	d := testenv.StartDev(b, dir)
-	socket := d.Socket("keyd")
+	keydSocket := d.Socket("keyd")
+	bare := startBare(b)
 	// Printed, not logged: a parent benchmark's log shows only with -v.
-	fmt.Printf("machine: %d CPUs (%s), GOMAXPROCS %d, %s/%s\nkeyd max_requests raised to %d in config.d (dev default 10, upstream's) so that 64 concurrent clients are served\neach configuration measured for %v; clients, echo server and in-process work share this machine with aziotd\n",
-		runtime.NumCPU(), cpuModel(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, benchMaxRequests, window)
+	fmt.Printf("machine: %s, %s; load average before: %s\nkeyd max_requests raised to %d in config.d (dev default 10, upstream's) so that 64 concurrent clients are served\neach configuration: %d interleaved rounds of keyd and bare, %v each; clients, bare server and in-process work share this machine with aziotd\n",
+		res.Machine, res.Go, res.LoadBefore, benchMaxRequests, rounds, window)
 
 	ctx := context.Background()
-	setup := keys.New(socket)
+	setup := keys.New(keydSocket)
 	hmacKey := bytes.Repeat([]byte{0x5a}, 32)
 	hmacHandle, err := setup.ImportKey(ctx, "bench-hmac", hmacKey, "sign")
 	if err != nil {
 		b.Fatal(err)
 	}
 	ecHandle, err := setup.CreateKeyPair(ctx, "bench-ecdsa", "ec-p256")
+	if err != nil {
+		b.Fatal(err)
+	}
+	aeadHandle, err := setup.CreateKey(ctx, "bench-aead", "encrypt")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -62,127 +114,146 @@ func BenchmarkBroker(b *testing.B) {
 	}
 	message := []byte("iothub.example.net%2Fdevices%2Fbench-device\n1767225600")
 	digest := sha256.Sum256(message)
-	// The echo server gets the body keyd's HMAC request carries.
-	alg := keys.AlgHMACSHA256
-	echoBody, _ := json.Marshal(keys.SignRequest{KeyHandle: &hmacHandle, Algorithm: &alg, Parameters: &keys.SignParameters{Message: message}})
-	echoSocket := startEcho(b)
+	iv, aad, plaintext := bytes.Repeat([]byte{1}, 12), []byte("bench"), bytes.Repeat([]byte{2}, 64)
 
-	results := map[string]result{}
-	run := func(name string, c int, newOp func() (op func() error, done func())) {
-		b.Run(name, func(b *testing.B) {
-			op, done := newOp()
-			defer done()
-			res, err := measure(c, window, op)
-			if err != nil {
-				b.Fatal(err)
-			}
-			res.report(b)
-			results[name] = res
-		})
+	type op struct {
+		name   string
+		call   call // sent as is to both servers; the bare server ignores the handle
+		inProc func() error
 	}
-	overSocket := func(c int, sign func(*keys.Client) error) func() (func() error, func()) {
-		return func() (func() error, func()) {
-			client := keys.NewWithConns(socket, c)
-			return func() error { return sign(client) }, client.Close
-		}
-	}
-	inProcess := func(op func() error) func() (func() error, func()) {
-		return func() (func() error, func()) { return op, func() {} }
-	}
-	signHMAC := func(k *keys.Client) error {
-		sig, err := k.SignHMAC(ctx, hmacHandle, message)
-		if err == nil && len(sig) != 32 {
-			err = fmt.Errorf("HMAC of %d bytes", len(sig))
-		}
-		return err
-	}
-	signECDSA := func(k *keys.Client) error {
-		_, err := k.SignECDSA(ctx, ecHandle, digest[:])
-		return err
-	}
-	for _, c := range concurrency {
-		run(fmt.Sprintf("socket/hmac/c=%d", c), c, overSocket(c, signHMAC))
-		run(fmt.Sprintf("socket/ecdsa/c=%d", c), c, overSocket(c, signECDSA))
-		run(fmt.Sprintf("inproc/hmac/c=%d", c), c, inProcess(func() error {
+	ops := []op{
+		{"hmac", call{"/sign", signBody(hmacHandle, keys.AlgHMACSHA256, "message", message), checkHMAC}, func() error {
 			mac := hmac.New(sha256.New, hmacKey)
 			mac.Write(message)
 			mac.Sum(nil)
 			return nil
-		}))
-		run(fmt.Sprintf("inproc/ecdsa/c=%d", c), c, inProcess(func() error {
+		}},
+		{"ecdsa", call{"/sign", signBody(ecHandle, keys.AlgECDSA, "digest", digest[:]), checkECDSA}, func() error {
 			_, err := ecdsa.SignASN1(rand.Reader, ecKey, digest[:])
 			return err
-		}))
-		run(fmt.Sprintf("echo/c=%d", c), c, func() (func() error, func()) {
-			client := unixClient(echoSocket, c)
-			return func() error { return echo(client, echoBody) }, client.CloseIdleConnections
-		})
-	}
-
-	// The broker's overhead as ratios, for README's performance section.
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "broker = keyd over its socket through sdk/keys; ratios are of req/s\n| clients | op | broker req/s | p50 µs | p99 µs | echo req/s | in-process req/s | broker/echo | broker/in-process |\n|---|---|---|---|---|---|---|---|---|\n")
-	for _, c := range concurrency {
-		for _, op := range []string{"hmac", "ecdsa"} {
-			s, ok1 := results[fmt.Sprintf("socket/%s/c=%d", op, c)]
-			e, ok2 := results[fmt.Sprintf("echo/c=%d", c)]
-			p, ok3 := results[fmt.Sprintf("inproc/%s/c=%d", op, c)]
-			if !ok1 || !ok2 || !ok3 {
-				continue
+		}},
+		{"aead", call{"/encrypt", encryptBody(aeadHandle, iv, aad, plaintext), checkCiphertext(1 + len(plaintext) + 16)}, func() error {
+			block, err := aes.NewCipher(hmacKey)
+			if err != nil {
+				return err
 			}
-			fmt.Fprintf(&sb, "| %d | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f | %.4f |\n",
-				c, op, s.rate(), us(s.p50), us(s.p99), e.rate(), p.rate(), s.rate()/e.rate(), s.rate()/p.rate())
+			gcm, err := cipher.NewGCMWithNonceSize(block, len(iv))
+			if err != nil {
+				return err
+			}
+			gcm.Seal(nil, iv, plaintext, aad)
+			return nil
+		}},
+	}
+	want := strings.Split(orDefault(os.Getenv("BENCH_OPS"), "hmac,ecdsa"), ",")
+	ops = slices.DeleteFunc(ops, func(o op) bool { return !slices.Contains(want, o.name) })
+
+	for _, o := range ops {
+		for _, c := range concurrency {
+			var inProc float64
+			b.Run(fmt.Sprintf("%s/c=%d/in-process", o.name, c), func(b *testing.B) {
+				r, err := measure(c, window, o.inProc)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r.report(b)
+				inProc = r.rate()
+			})
+			for _, m := range connModes {
+				b.Run(fmt.Sprintf("%s/c=%d/%s", o.name, c, m.name), func(b *testing.B) {
+					var keydRounds, bareRounds []result
+					for range rounds {
+						for _, side := range []struct {
+							socket string
+							into   *[]result
+						}{{keydSocket, &keydRounds}, {bare.socket, &bareRounds}} {
+							r, err := drive(side.socket, c, m.keepAlive, window, o.call)
+							if err != nil {
+								b.Fatalf("%s: %v", side.socket, err)
+							}
+							*side.into = append(*side.into, r)
+						}
+					}
+					rw := summarize(keydRounds, bareRounds)
+					rw.Op, rw.Clients, rw.Connection, rw.InProcOps = o.name, c, m.name, inProc
+					b.ReportMetric(rw.BrokerRPS, "req/s")
+					b.ReportMetric(rw.BareRPS, "bare-req/s")
+					b.ReportMetric(rw.Ratio, "keyd/bare")
+					b.ReportMetric(rw.P50us, "p50-µs")
+					b.ReportMetric(rw.P99us, "p99-µs")
+					b.ReportMetric(rw.BareP99us, "bare-p99-µs")
+					b.ReportMetric(rw.P99Ratio, "p99-keyd/bare")
+					b.ReportMetric(1e9/rw.BrokerRPS, "ns/op")
+					res.Rows = append(res.Rows, rw)
+				})
+			}
 		}
 	}
-	fmt.Println(sb.String())
+	res.LoadAfter = loadavg()
+	fmt.Printf("load average after: %s\n%s\n", res.LoadAfter, table(res.Rows))
+	out, _ := json.MarshalIndent(res, "", "  ")
+	if err := os.WriteFile("results.json", append(out, '\n'), 0o644); err != nil {
+		b.Error(err)
+	}
 }
 
-// startEcho serves a bare net/http handler that sends the request body back, on a Unix
-// socket of its own.
-func startEcho(b *testing.B) string {
-	path := filepath.Join(b.TempDir(), "echo.sock")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		b.Fatal(err)
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
+	return s
+}
+
+// summarize takes the medians of each side's rounds and of the rounds' ratios: each keyd
+// round is paired with the bare round that followed it.
+func summarize(keydRounds, bareRounds []result) row {
+	var rw row
+	var rps, bareRPS, ratio, p50, p99, bareP50, bareP99, p99Ratio []float64
+	for i, k := range keydRounds {
+		bb := bareRounds[i]
+		rps, bareRPS = append(rps, k.rate()), append(bareRPS, bb.rate())
+		ratio = append(ratio, k.rate()/bb.rate())
+		rw.RatioRounds = append(rw.RatioRounds, round2(k.rate()/bb.rate()))
+		p50, p99 = append(p50, us(k.p50)), append(p99, us(k.p99))
+		bareP50, bareP99 = append(bareP50, us(bb.p50)), append(bareP99, us(bb.p99))
+		p99Ratio = append(p99Ratio, float64(k.p99)/float64(bb.p99))
+	}
+	rw.BrokerRPS, rw.BareRPS = median(rps), median(bareRPS)
+	rw.Ratio = round2(median(ratio))
+	rw.P50us, rw.P99us, rw.BareP50us, rw.BareP99us = median(p50), median(p99), median(bareP50), median(bareP99)
+	rw.P99Ratio = round2(median(p99Ratio))
+	return rw
+}
+
+func median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+
+// table renders rows as README's performance table.
+func table(rows []row) string {
+	var sb strings.Builder
+	sb.WriteString("| op | clients | connection | keyd req/s | p50 µs | p99 µs | bare req/s | bare p99 µs | keyd/bare (rounds) | p99 keyd/bare | in-process op/s |\n|---|--:|---|--:|--:|--:|--:|--:|---|--:|--:|\n")
+	for _, r := range rows {
+		spread := make([]string, len(r.RatioRounds))
+		for i, x := range r.RatioRounds {
+			spread[i] = fmt.Sprintf("%.2f", x)
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(body)
-	})}
-	go srv.Serve(l)
-	b.Cleanup(func() { srv.Close() })
-	return path
+		fmt.Fprintf(&sb, "| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %.0f | **%.2f** (%s) | %.2f | %.0f |\n",
+			r.Op, r.Clients, r.Connection, r.BrokerRPS, r.P50us, r.P99us, r.BareRPS, r.BareP99us,
+			r.Ratio, strings.Join(spread, ", "), r.P99Ratio, r.InProcOps)
+	}
+	return sb.String()
 }
 
-// unixClient is an HTTP client bounded to conns connections, as sdk/keys builds its own.
-func unixClient(path string, conns int) *http.Client {
-	var d net.Dialer
-	return &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, "unix", path)
-		},
-		MaxConnsPerHost:     conns,
-		MaxIdleConnsPerHost: conns,
-	}}
-}
-
-func echo(c *http.Client, body []byte) error {
-	resp, err := c.Post("http://echo/sign?api-version=2021-05-01", "application/json", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	got, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK || len(got) != len(body) {
-		return fmt.Errorf("echo: %d, %d bytes", resp.StatusCode, len(got))
-	}
-	return nil
+// loadavg is the 1, 5 and 15 minute load average: what else ran on the machine.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }

@@ -1,5 +1,8 @@
-// Package bench holds the broker's benchmarks, run by `make bench`: HMAC-SHA256 and
-// ECDSA P-256 signing through keyd's socket at 1, 8 and 64 concurrent clients, beside the
-// same operation in-process and a bare net/http echo server on a Unix socket, so that the
-// broker's overhead shows as a ratio. See broker_test.go.
+// Package bench holds the broker's benchmarks, run by `make bench`. BenchmarkBroker
+// (broker_test.go) measures keyd's /sign through its socket against a bare server of the
+// same API (bench/cmd/bare: net/http, the same JSON and the same crypto, no authorization)
+// in interleaved rounds, at 1, 8 and 64 clients, with kept and per-request connections,
+// beside the same crypto in-process; it prints README's table and writes results.json.
+// The other benchmarks measure key stores (hsm_test.go) and policy decisions
+// (policy_test.go).
 package bench
