@@ -144,3 +144,13 @@ type Backend interface {
 	RSAPrivate(loc Location, padding RSAPadding, in []byte) ([]byte, error)
 	Move(from, to Location) error
 }
+
+// AbsenceReporter is a Backend whose key operations fail with an error matching
+// ErrNotFound exactly when HasKey (for symmetric-key operations) or HasKeyPair (for
+// key-pair operations) would answer false, and for no other reason. The keystore then
+// tries the operation itself at such a location instead of asking first: the file store
+// would otherwise read the key file twice per operation.
+type AbsenceReporter interface {
+	Backend
+	ReportsAbsence()
+}

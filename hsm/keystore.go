@@ -192,6 +192,38 @@ func (k *Keystore) findKeyPair(id string) (Location, error) {
 	return Location{}, fmt.Errorf("load key pair %q: %w", id, ErrNotFound)
 }
 
+// use runs op at the first location holding id (a key pair when pair is set), as
+// findKey and findKeyPair would find it, asking an AbsenceReporter only once.
+func use[T any](k *Keystore, id string, pair bool, op func(Backend, Location) (T, error)) (T, error) {
+	var zero T
+	what, has := "key", Backend.HasKey
+	if pair {
+		what, has = "key pair", Backend.HasKeyPair
+	}
+	locs, err := k.locations(id)
+	if err != nil {
+		return zero, err
+	}
+	for _, loc := range locs {
+		b := k.backend(loc)
+		if _, ok := b.(AbsenceReporter); ok {
+			v, err := op(b, loc)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return v, err
+		}
+		ok, err := has(b, loc)
+		if err != nil {
+			return zero, fmt.Errorf("load %s %q at %s: %w", what, id, loc, err)
+		}
+		if ok {
+			return op(b, loc)
+		}
+	}
+	return zero, fmt.Errorf("load %s %q: %w", what, id, ErrNotFound)
+}
+
 // LoadKey checks that symmetric key id exists.
 func (k *Keystore) LoadKey(id string) error {
 	_, err := k.findKey(id)
@@ -268,54 +300,42 @@ func (k *Keystore) MoveKeyPair(from, to string) error {
 
 // PublicKey returns the public half of key pair id.
 func (k *Keystore) PublicKey(id string) (crypto.PublicKey, error) {
-	loc, err := k.findKeyPair(id)
-	if err != nil {
-		return nil, err
-	}
-	return k.backend(loc).PublicKey(loc)
+	return use(k, id, true, func(b Backend, loc Location) (crypto.PublicKey, error) {
+		return b.PublicKey(loc)
+	})
 }
 
 // HMAC signs msg with symmetric key id.
 func (k *Keystore) HMAC(id string, msg []byte) ([]byte, error) {
-	loc, err := k.findKey(id)
-	if err != nil {
-		return nil, err
-	}
-	return k.backend(loc).HMAC(loc, msg)
+	return use(k, id, false, func(b Backend, loc Location) ([]byte, error) {
+		return b.HMAC(loc, msg)
+	})
 }
 
 // AEADEncrypt encrypts with symmetric key id (version-2 ciphertext).
 func (k *Keystore) AEADEncrypt(id string, iv, aad, plaintext []byte) ([]byte, error) {
-	loc, err := k.findKey(id)
-	if err != nil {
-		return nil, err
-	}
-	return k.backend(loc).AEADEncrypt(loc, iv, aad, plaintext)
+	return use(k, id, false, func(b Backend, loc Location) ([]byte, error) {
+		return b.AEADEncrypt(loc, iv, aad, plaintext)
+	})
 }
 
 // AEADDecrypt decrypts a versioned ciphertext with symmetric key id.
 func (k *Keystore) AEADDecrypt(id string, iv, aad, ciphertext []byte) ([]byte, error) {
-	loc, err := k.findKey(id)
-	if err != nil {
-		return nil, err
-	}
-	return k.backend(loc).AEADDecrypt(loc, iv, aad, ciphertext)
+	return use(k, id, false, func(b Backend, loc Location) ([]byte, error) {
+		return b.AEADDecrypt(loc, iv, aad, ciphertext)
+	})
 }
 
 // SignECDSA signs a digest with key pair id; the answer is DER.
 func (k *Keystore) SignECDSA(id string, digest []byte) ([]byte, error) {
-	loc, err := k.findKeyPair(id)
-	if err != nil {
-		return nil, err
-	}
-	return k.backend(loc).SignECDSA(loc, digest)
+	return use(k, id, true, func(b Backend, loc Location) ([]byte, error) {
+		return b.SignECDSA(loc, digest)
+	})
 }
 
 // RSAPrivate applies the private-key operation of key pair id.
 func (k *Keystore) RSAPrivate(id string, padding RSAPadding, in []byte) ([]byte, error) {
-	loc, err := k.findKeyPair(id)
-	if err != nil {
-		return nil, err
-	}
-	return k.backend(loc).RSAPrivate(loc, padding, in)
+	return use(k, id, true, func(b Backend, loc Location) ([]byte, error) {
+		return b.RSAPrivate(loc, padding, in)
+	})
 }

@@ -21,11 +21,30 @@ import (
 	"github.com/iotbroker/aziot/internal/atomicfile"
 )
 
-// Store implements hsm.Backend over files.
-type Store struct{}
+// Store implements hsm.Backend over files. It keeps the keys it read, and the key pairs
+// it parsed, for as long as one stat per use finds the file unchanged (docs/RATIONALE.md):
+// upstream reads and parses the file on every request.
+type Store struct {
+	c *cache // nil: the process-wide cache
+}
 
-var _ hsm.Backend = Store{}
+var _ hsm.AbsenceReporter = Store{}
 
+// New returns a Store with its own cache of at most maxEntries key files.
+func New(maxEntries int) Store { return Store{c: newCache(maxEntries)} }
+
+func (s Store) cache() *cache {
+	if s.c == nil {
+		return defaultCache
+	}
+	return s.c
+}
+
+// ReportsAbsence declares that the operations below answer hsm.ErrNotFound exactly when
+// HasKey or HasKeyPair would answer false, so the keystore need not ask first.
+func (Store) ReportsAbsence() {}
+
+// read reads the file without the cache (only to settle a race between creators).
 func read(loc hsm.Location) ([]byte, error) {
 	b, err := os.ReadFile(loc.Path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -37,7 +56,8 @@ func read(loc hsm.Location) ([]byte, error) {
 	return b, nil
 }
 
-func write(loc hsm.Location, b []byte) error {
+func (s Store) write(loc hsm.Location, b []byte) error {
+	defer s.cache().invalidate(loc.Path)
 	// Upstream creates the keys directory on demand.
 	if err := atomicfile.MkdirAll(filepath.Dir(loc.Path), 0o700); err != nil {
 		return fmt.Errorf("create key directory for %s: %w", loc, err)
@@ -45,14 +65,20 @@ func write(loc hsm.Location, b []byte) error {
 	return atomicfile.Write(loc.Path, b, 0o600)
 }
 
+func (s Store) remove(loc hsm.Location) error {
+	defer s.cache().invalidate(loc.Path)
+	return atomicfile.Remove(loc.Path)
+}
+
 // create writes a generated key where none was (existed false) or where an unusable one
 // is (existed true). A key that appears meanwhile — another request creating the same
 // ID — is kept if usable, so that concurrent creates agree on one key (the handle
 // validation key above all: a second one would void the handles signed with the first).
-func create(loc hsm.Location, b []byte, existed bool, usable func([]byte) bool) error {
+func (s Store) create(loc hsm.Location, b []byte, existed bool, usable func([]byte) bool) error {
 	if existed {
-		return write(loc, b)
+		return s.write(loc, b)
 	}
+	defer s.cache().invalidate(loc.Path)
 	if err := atomicfile.MkdirAll(filepath.Dir(loc.Path), 0o700); err != nil {
 		return fmt.Errorf("create key directory for %s: %w", loc, err)
 	}
@@ -63,57 +89,58 @@ func create(loc hsm.Location, b []byte, existed bool, usable func([]byte) bool) 
 	if cur, rerr := read(loc); rerr == nil && usable(cur) {
 		return nil
 	}
-	return write(loc, b)
+	return s.write(loc, b)
 }
 
 // GenerateKey writes 32 random bytes unless a non-empty key is there.
-func (Store) GenerateKey(loc hsm.Location, _ hsm.Usage) error {
-	b, err := read(loc)
+func (s Store) GenerateKey(loc hsm.Location, _ hsm.Usage) error {
+	e, err := s.cache().load(loc)
 	if err != nil {
 		return err
 	}
-	if len(b) > 0 {
+	if e != nil && len(e.raw) > 0 {
 		return nil
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		return err
 	}
-	return create(loc, key, b != nil, func(cur []byte) bool { return len(cur) > 0 })
+	return s.create(loc, key, e != nil, func(cur []byte) bool { return len(cur) > 0 })
 }
 
 // ImportKey overwrites the key with the given bytes.
-func (Store) ImportKey(loc hsm.Location, key []byte, _ hsm.Usage) error {
+func (s Store) ImportKey(loc hsm.Location, key []byte, _ hsm.Usage) error {
 	if len(key) == 0 {
 		return fmt.Errorf("empty key: %w", hsm.ErrInvalid)
 	}
-	return write(loc, key)
+	return s.write(loc, key)
 }
 
-func loadKey(loc hsm.Location) ([]byte, error) {
-	b, err := read(loc)
+// loadKey returns the key bytes, shared with the cache: callers only read them.
+func (s Store) loadKey(loc hsm.Location) ([]byte, error) {
+	e, err := s.cache().load(loc)
 	if err != nil {
 		return nil, err
 	}
-	if len(b) == 0 {
+	if e == nil || len(e.raw) == 0 {
 		// Missing, or empty: upstream treats an empty file as an error on load.
 		return nil, fmt.Errorf("key at %s: %w", loc, hsm.ErrNotFound)
 	}
-	return b, nil
+	return e.raw, nil
 }
 
 // HasKey reports whether a non-empty key file exists.
-func (Store) HasKey(loc hsm.Location) (bool, error) {
-	b, err := read(loc)
-	return len(b) > 0, err
+func (s Store) HasKey(loc hsm.Location) (bool, error) {
+	e, err := s.cache().load(loc)
+	return e != nil && len(e.raw) > 0, err
 }
 
 // DeleteKey removes the file; a missing one is fine.
-func (Store) DeleteKey(loc hsm.Location) error { return atomicfile.Remove(loc.Path) }
+func (s Store) DeleteKey(loc hsm.Location) error { return s.remove(loc) }
 
 // HMAC is HMAC-SHA256 with the stored key.
-func (Store) HMAC(loc hsm.Location, msg []byte) ([]byte, error) {
-	key, err := loadKey(loc)
+func (s Store) HMAC(loc hsm.Location, msg []byte) ([]byte, error) {
+	key, err := s.loadKey(loc)
 	if err != nil {
 		return nil, err
 	}
@@ -121,8 +148,8 @@ func (Store) HMAC(loc hsm.Location, msg []byte) ([]byte, error) {
 }
 
 // AEADEncrypt seals with AES-256-GCM (version 2).
-func (Store) AEADEncrypt(loc hsm.Location, iv, aad, pt []byte) ([]byte, error) {
-	key, err := loadKey(loc)
+func (s Store) AEADEncrypt(loc hsm.Location, iv, aad, pt []byte) ([]byte, error) {
+	key, err := s.loadKey(loc)
 	if err != nil {
 		return nil, err
 	}
@@ -130,8 +157,8 @@ func (Store) AEADEncrypt(loc hsm.Location, iv, aad, pt []byte) ([]byte, error) {
 }
 
 // AEADDecrypt opens version 1 and 2 ciphertexts.
-func (Store) AEADDecrypt(loc hsm.Location, iv, aad, ct []byte) ([]byte, error) {
-	key, err := loadKey(loc)
+func (s Store) AEADDecrypt(loc hsm.Location, iv, aad, ct []byte) ([]byte, error) {
+	key, err := s.loadKey(loc)
 	if err != nil {
 		return nil, err
 	}
@@ -171,30 +198,32 @@ func parsePrivateKey(b []byte) (crypto.Signer, error) {
 	}
 }
 
-func loadKeyPair(loc hsm.Location) (crypto.Signer, error) {
-	b, err := read(loc)
+// loadKeyPair returns the parsed key pair. A file that does not parse holds no key pair
+// (HasKeyPair answers false), so it is hsm.ErrNotFound, as a missing one.
+func (s Store) loadKeyPair(loc hsm.Location) (crypto.Signer, error) {
+	e, err := s.cache().load(loc)
 	if err != nil {
 		return nil, err
 	}
-	if b == nil {
+	if e == nil {
 		return nil, fmt.Errorf("key pair at %s: %w", loc, hsm.ErrNotFound)
 	}
-	k, err := parsePrivateKey(b)
+	k, err := e.keyPair()
 	if err != nil {
-		return nil, fmt.Errorf("key pair at %s: %v: %w", loc, err, hsm.ErrInvalid)
+		return nil, fmt.Errorf("key pair at %s: %v: %w", loc, err, hsm.ErrNotFound)
 	}
 	return k, nil
 }
 
 // GenerateKeyPair keeps a parsable key pair, else generates with the first algorithm only
 // (upstream's file store does not try the others).
-func (Store) GenerateKeyPair(loc hsm.Location, algs []hsm.Algorithm) error {
-	b, err := read(loc)
+func (s Store) GenerateKeyPair(loc hsm.Location, algs []hsm.Algorithm) error {
+	e, err := s.cache().load(loc)
 	if err != nil {
 		return err
 	}
-	if b != nil {
-		if _, err := parsePrivateKey(b); err == nil {
+	if e != nil {
+		if _, err := e.keyPair(); err == nil {
 			return nil
 		}
 	}
@@ -216,28 +245,28 @@ func (Store) GenerateKeyPair(loc hsm.Location, algs []hsm.Algorithm) error {
 	if err != nil {
 		return err
 	}
-	return create(loc, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), b != nil, func(cur []byte) bool {
+	return s.create(loc, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), e != nil, func(cur []byte) bool {
 		_, err := parsePrivateKey(cur)
 		return err == nil
 	})
 }
 
 // HasKeyPair reports whether a parsable key pair is stored.
-func (Store) HasKeyPair(loc hsm.Location) (bool, error) {
-	b, err := read(loc)
-	if err != nil || b == nil {
+func (s Store) HasKeyPair(loc hsm.Location) (bool, error) {
+	e, err := s.cache().load(loc)
+	if err != nil || e == nil {
 		return false, err
 	}
-	_, perr := parsePrivateKey(b)
+	_, perr := e.keyPair()
 	return perr == nil, nil
 }
 
 // DeleteKeyPair removes the file.
-func (Store) DeleteKeyPair(loc hsm.Location) error { return atomicfile.Remove(loc.Path) }
+func (s Store) DeleteKeyPair(loc hsm.Location) error { return s.remove(loc) }
 
-// PublicKey parses the stored key and returns its public half.
-func (Store) PublicKey(loc hsm.Location) (crypto.PublicKey, error) {
-	k, err := loadKeyPair(loc)
+// PublicKey returns the public half of the stored key.
+func (s Store) PublicKey(loc hsm.Location) (crypto.PublicKey, error) {
+	k, err := s.loadKeyPair(loc)
 	if err != nil {
 		return nil, err
 	}
@@ -245,8 +274,8 @@ func (Store) PublicKey(loc hsm.Location) (crypto.PublicKey, error) {
 }
 
 // SignECDSA signs a caller-computed digest; the answer is DER.
-func (Store) SignECDSA(loc hsm.Location, digest []byte) ([]byte, error) {
-	k, err := loadKeyPair(loc)
+func (s Store) SignECDSA(loc hsm.Location, digest []byte) ([]byte, error) {
+	k, err := s.loadKeyPair(loc)
 	if err != nil {
 		return nil, err
 	}
@@ -258,8 +287,8 @@ func (Store) SignECDSA(loc hsm.Location, digest []byte) ([]byte, error) {
 }
 
 // RSAPrivate applies the private-key operation.
-func (Store) RSAPrivate(loc hsm.Location, padding hsm.RSAPadding, in []byte) ([]byte, error) {
-	k, err := loadKeyPair(loc)
+func (s Store) RSAPrivate(loc hsm.Location, padding hsm.RSAPadding, in []byte) ([]byte, error) {
+	k, err := s.loadKeyPair(loc)
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +300,9 @@ func (Store) RSAPrivate(loc hsm.Location, padding hsm.RSAPadding, in []byte) ([]
 }
 
 // Move renames the key file, overwriting the destination.
-func (Store) Move(from, to hsm.Location) error {
+func (s Store) Move(from, to hsm.Location) error {
+	defer s.cache().invalidate(from.Path)
+	defer s.cache().invalidate(to.Path)
 	if _, err := os.Stat(from.Path); err != nil {
 		return fmt.Errorf("move source %s: %w", from, hsm.ErrNotFound)
 	}
