@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/iotbroker/aziot/hsm"
 )
@@ -128,19 +129,24 @@ func (h *handles) issue(kind KeyKind, id string, base string, data []byte) (stri
 func (h *handles) validate(s string) (*Handle, error) {
 	var sr, sig []byte
 	var haveSR, haveSig bool
-	for _, part := range strings.Split(s, "&") {
+	for rest := s; ; {
+		part, more, found := strings.Cut(rest, "&")
 		var err error
 		switch {
 		case strings.HasPrefix(part, "sr="):
-			sr, err = base64.StdEncoding.DecodeString(part[3:])
+			sr, err = base64.StdEncoding.AppendDecode(sr[:0], []byte(part[3:]))
 			haveSR = true
 		case strings.HasPrefix(part, "sig="):
-			sig, err = base64.StdEncoding.DecodeString(part[4:])
+			sig, err = base64.StdEncoding.AppendDecode(sig[:0], []byte(part[4:]))
 			haveSig = true
 		}
 		if err != nil {
 			return nil, errInvalidHandle
 		}
+		if !found {
+			break
+		}
+		rest = more
 	}
 	if !haveSR || !haveSig {
 		return nil, errInvalidHandle
@@ -151,6 +157,9 @@ func (h *handles) validate(s string) (*Handle, error) {
 	}
 	if !hmac.Equal(want, sig) {
 		return nil, errInvalidHandle
+	}
+	if kind, id, ok := plainSR(sr); ok {
+		return &Handle{Kind: kind, ID: id}, nil
 	}
 	var parsed srJSON
 	if err := json.Unmarshal(sr, &parsed); err != nil || len(parsed.KeyID) != 1 {
@@ -200,4 +209,48 @@ func (h *handles) validate(s string) (*Handle, error) {
 		}
 	}
 	return nil, errInvalidHandle
+}
+
+// plainSR reads the common signed record, a Key or KeyPair handle whose ID needs no JSON
+// unescaping, without a JSON decoder; anything else (escapes, control characters,
+// invalid UTF-8, a derived handle, another layout) is left to the decoder. It runs only
+// on a record whose signature was verified, so it can trust the layout keyd (and
+// upstream's serde) writes: {"key_id":{"<Kind>":"<id>"},"nonce":"<base64>"}.
+func plainSR(sr []byte) (KeyKind, string, bool) {
+	rest, ok := bytes.CutPrefix(sr, []byte(`{"key_id":{"`))
+	if !ok {
+		return 0, "", false
+	}
+	var kind KeyKind
+	switch {
+	case bytes.HasPrefix(rest, []byte(`Key":"`)):
+		kind, rest = KindKey, rest[len(`Key":"`):]
+	case bytes.HasPrefix(rest, []byte(`KeyPair":"`)):
+		kind, rest = KindKeyPair, rest[len(`KeyPair":"`):]
+	default:
+		return 0, "", false
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return 0, "", false
+	}
+	id, tail := rest[:end], rest[end:]
+	for _, c := range id {
+		if c < 0x20 || c == '\\' {
+			return 0, "", false
+		}
+	}
+	if !utf8.Valid(id) {
+		return 0, "", false
+	}
+	nonce, ok := bytes.CutPrefix(tail, []byte(`"},"nonce":"`))
+	if !ok || !bytes.HasSuffix(nonce, []byte(`"}`)) {
+		return 0, "", false
+	}
+	for _, c := range nonce[:len(nonce)-2] {
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '=') {
+			return 0, "", false
+		}
+	}
+	return kind, string(id), true
 }

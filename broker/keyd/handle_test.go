@@ -2,6 +2,7 @@ package keyd
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -234,5 +235,50 @@ func FuzzHandleValidate(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		checkValidate(t, h, is, s)
+	})
+}
+
+// BenchmarkHandleValidate is the cost every handle operation pays before its decision.
+func BenchmarkHandleValidate(b *testing.B) {
+	h := testHandles(b)
+	s, err := h.issue(KindKey, "device-id", "", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := h.validate(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// FuzzPlainSR: the decoder-free reading of a signed record agrees with the JSON decoder
+// whenever it accepts one.
+func FuzzPlainSR(f *testing.F) {
+	for _, s := range []string{
+		`{"key_id":{"Key":"k"},"nonce":"AAAA"}`,
+		`{"key_id":{"KeyPair":"device-id"},"nonce":"AAAA"}`,
+		`{"key_id":{"Key":"a\"b"},"nonce":"AAAA"}`,
+		`{"key_id":{"Key":"ключ"},"nonce":"x"}`,
+		`{"key_id":{"Key":"k"},"nonce":"A"}trailing`,
+		`{"key_id":{"Derived":["sr=x",[1]]},"nonce":"AAAA"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, sr []byte) {
+		kind, id, ok := plainSR(sr)
+		if !ok {
+			return
+		}
+		var parsed srJSON
+		if err := json.Unmarshal(sr, &parsed); err != nil || len(parsed.KeyID) != 1 {
+			t.Fatalf("plainSR accepted %q, the decoder did not: %v", sr, err)
+		}
+		raw, found := parsed.KeyID[map[KeyKind]string{KindKey: "Key", KindKeyPair: "KeyPair"}[kind]]
+		var want string
+		if !found || json.Unmarshal(raw, &want) != nil || want != id {
+			t.Fatalf("plainSR(%q) = %v %q; decoder %s", sr, kind, id, raw)
+		}
 	})
 }
