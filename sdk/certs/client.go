@@ -32,7 +32,9 @@ func (c *Client) Create(ctx context.Context, certID, csrPEM string, issuer *Issu
 		req.Issuer = &Issuer{CertID: &issuer.CertID, PrivateKeyHandle: &issuer.KeyHandle}
 	}
 	var out CertResponse
-	err := c.t.Do(ctx, "POST", "/certificates", req, &out)
+	// Once: issuance is not idempotent (each call signs a new certificate), so a request
+	// dropped unanswered, which certd may have served before a crash, is not repeated.
+	err := c.t.DoOnce(ctx, "POST", "/certificates", req, &out)
 	return out.PEM, err
 }
 

@@ -89,15 +89,16 @@ func (c *Client) Close() { c.http.CloseIdleConnections() }
 
 // Do sends method path with in as JSON (nil for none) and decodes the answer into out
 // (nil to ignore it). Error answers come back as *APIError. A request the service
-// dropped unanswered is sent again a few times: every call of the services' APIs may be
-// repeated (creation returns the existing key, import and delete are idempotent), except
-// where DoOnce is used.
+// dropped unanswered is sent again a few times. The services close a connection
+// unanswered at their per-user limit, but also when they crash while serving it, so
+// only idempotent calls use Do (signing, loading, creation that returns the existing
+// key, import, delete); the others use DoOnce.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
 	return c.do(ctx, method, path, in, out, retries)
 }
 
-// DoOnce is Do without retries, for a request that must not be sent twice (a move,
-// whose repetition after success would fail).
+// DoOnce is Do without retries, for a request that must not be sent twice: a move,
+// whose repetition after success would fail, or an issuance, which would sign again.
 func (c *Client) DoOnce(ctx context.Context, method, path string, in, out any) error {
 	return c.do(ctx, method, path, in, out, 0)
 }
