@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -56,7 +57,7 @@ func BenchmarkSignOverSocket(b *testing.B) {
 		b.Fatal(err)
 	}
 	digest := sha256.Sum256([]byte("x"))
-	raw := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	raw := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
 	for _, c := range []struct{ name, body string }{
@@ -66,16 +67,29 @@ func BenchmarkSignOverSocket(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				resp, err := raw.Post("http://keyd.sock/sign?api-version=2021-05-01", "application/json", strings.NewReader(c.body))
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Fatalf("status %d", resp.StatusCode)
-				}
+				postSign(b, raw, c.body)
 			}
 		})
+		b.Run(c.name+"-8clients", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(8 / runtime.GOMAXPROCS(0))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					postSign(b, raw, c.body)
+				}
+			})
+		})
+	}
+}
+
+func postSign(b *testing.B, c *http.Client, body string) {
+	resp, err := c.Post("http://keyd.sock/sign?api-version=2021-05-01", "application/json", strings.NewReader(body))
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b.Fatalf("status %d", resp.StatusCode)
 	}
 }
