@@ -368,16 +368,43 @@ func TestConcurrentUseAndReplace(t *testing.T) {
 	if err := ks.ImportKey("k", keys[0], hsm.UsageSign); err != nil {
 		t.Fatal(err)
 	}
+	// A parsed key pair is shared by the requests using it at the same time.
+	if err := ks.CreateKeyPair("ec", []hsm.Algorithm{hsm.ECP256}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.CreateKeyPair("rsa", []hsm.Algorithm{hsm.RSA2048}); err != nil {
+		t.Fatal(err)
+	}
 	msg := []byte("m")
 	valid := map[string]bool{string(hsm.HMACSHA256(keys[0], msg)): true, string(hsm.HMACSHA256(keys[1], msg)): true}
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	errs := make(chan error, 6)
 	for range 3 {
 		wg.Go(func() {
 			for range 200 {
 				mac, err := ks.HMAC("k", msg)
 				if err == nil && !valid[string(mac)] {
 					err = errors.New("HMAC with neither key")
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	for range 2 {
+		wg.Go(func() {
+			d := sha256.Sum256(msg)
+			in := make([]byte, 256)
+			in[1] = 1
+			for range 20 {
+				_, err := ks.SignECDSA("ec", d[:])
+				if err == nil {
+					_, err = ks.RSAPrivate("rsa", hsm.RSANoPadding, in)
+				}
+				if err == nil {
+					_, err = ks.RSAPrivate("rsa", hsm.RSAPKCS1, d[:])
 				}
 				if err != nil {
 					errs <- err
