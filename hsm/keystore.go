@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/iotbroker/aziot/hsm/pkcs11/p11uri"
 )
@@ -27,7 +28,15 @@ type Keystore struct {
 	cfg    Config
 	file   Backend
 	pkcs11 Backend // nil unless a PKCS#11 library is configured
+
+	// locs memoizes locations: they depend only on cfg, and computing them (upstream's
+	// SHA-256 file name, the PKCS#11 URI) was a tenth of keyd's time per sign.
+	locMu sync.RWMutex
+	locs  map[string][]Location
 }
+
+// maxMemoLocations bounds the memo: IDs come from callers, so it starts over when full.
+const maxMemoLocations = 4096
 
 // NewKeystore validates cfg (an invalid preloaded URI or base slot is fatal, as
 // upstream) and returns a keystore over the given backends.
@@ -75,8 +84,29 @@ func FileName(id, ext string) string {
 	return b.String() + "-" + hex.EncodeToString(sum[:]) + ext
 }
 
-// locations lists where id may live, in upstream's order.
+// locations lists where id may live, in upstream's order. The slice is shared: callers
+// must not modify it.
 func (k *Keystore) locations(id string) ([]Location, error) {
+	k.locMu.RLock()
+	locs, ok := k.locs[id]
+	k.locMu.RUnlock()
+	if ok {
+		return locs, nil
+	}
+	locs, err := k.computeLocations(id)
+	if err != nil {
+		return nil, err
+	}
+	k.locMu.Lock()
+	if k.locs == nil || len(k.locs) >= maxMemoLocations {
+		k.locs = make(map[string][]Location, 64)
+	}
+	k.locs[id] = locs
+	k.locMu.Unlock()
+	return locs, nil
+}
+
+func (k *Keystore) computeLocations(id string) ([]Location, error) {
 	if uri, ok := k.cfg.Preloaded[id]; ok {
 		loc, err := parseLocationURI(uri)
 		if err != nil {
