@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -61,6 +62,7 @@ type row struct {
 type results struct {
 	Machine     string `json:"machine"`
 	Go          string `json:"go"`
+	Commit      string `json:"commit"` // what keyd was built from; "+dirty" with local changes
 	Window      string `json:"window"`
 	Rounds      int    `json:"rounds"`
 	MaxRequests int    `json:"max_requests"`
@@ -80,7 +82,7 @@ func BenchmarkBroker(b *testing.B) {
 	window := measureWindow()
 	res := results{
 		Machine: fmt.Sprintf("%d CPUs (%s), GOMAXPROCS %d, %s/%s", runtime.NumCPU(), cpuModel(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH),
-		Go:      runtime.Version(), Window: window.String(), Rounds: rounds, MaxRequests: benchMaxRequests,
+		Go:      runtime.Version(), Commit: commit(), Window: window.String(), Rounds: rounds, MaxRequests: benchMaxRequests,
 		LoadBefore: loadavg(),
 	}
 	dir := testenv.NewStateDir(b)
@@ -89,8 +91,8 @@ func BenchmarkBroker(b *testing.B) {
 	keydSocket := d.Socket("keyd")
 	bare := startBare(b)
 	// Printed, not logged: a parent benchmark's log shows only with -v.
-	fmt.Printf("machine: %s, %s; load average before: %s\nkeyd max_requests raised to %d in config.d (dev default 10, upstream's) so that 64 concurrent clients are served\neach configuration: %d interleaved rounds of keyd and bare, %v each; clients, bare server and in-process work share this machine with aziotd\n",
-		res.Machine, res.Go, res.LoadBefore, benchMaxRequests, rounds, window)
+	fmt.Printf("machine: %s, %s, commit %s; load average before: %s\nkeyd max_requests raised to %d in config.d (dev default 10, upstream's) so that 64 concurrent clients are served\neach configuration: %d interleaved rounds of keyd and bare, %v each; clients, bare server and in-process work share this machine with aziotd\n",
+		res.Machine, res.Go, res.Commit, res.LoadBefore, benchMaxRequests, rounds, window)
 
 	ctx := context.Background()
 	setup := keys.New(keydSocket)
@@ -249,6 +251,22 @@ func table(rows []row) string {
 			r.Ratio, strings.Join(spread, ", "), r.P99Ratio, r.InProcOps)
 	}
 	return sb.String()
+}
+
+// commit is the repository's HEAD, "+dirty" when files differ from it: other engineers'
+// uncommitted work changes what is measured.
+func commit() string {
+	git := func(args ...string) string {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = testenv.RepoRoot()
+		out, _ := cmd.Output()
+		return strings.TrimSpace(string(out))
+	}
+	c := git("rev-parse", "--short", "HEAD")
+	if git("status", "--porcelain", "--untracked-files=no") != "" {
+		c += "+dirty"
+	}
+	return c
 }
 
 // loadavg is the 1, 5 and 15 minute load average: what else ran on the machine.
