@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"sync"
 )
 
 // decodeBody parses a JSON body into v and reports errors the way serde_json words them,
@@ -95,6 +96,34 @@ func position(body []byte, off int) (int, int) {
 	return line, col
 }
 
+// requiredFields lists, per struct type, the fields tagged `required:"true"` (found once
+// per type: reflection over the tags on every request was a visible cost).
+var requiredFields sync.Map // reflect.Type → []requiredField
+
+type requiredField struct {
+	index  int
+	name   string
+	nested bool // a pointer to a struct whose own required fields are checked
+}
+
+func requiredOf(rt reflect.Type) []requiredField {
+	if v, ok := requiredFields.Load(rt); ok {
+		return v.([]requiredField)
+	}
+	var out []requiredField
+	for i := 0; i < rt.NumField(); i++ {
+		f := rt.Field(i)
+		if f.Tag.Get("required") != "true" {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		out = append(out, requiredField{index: i, name: name,
+			nested: f.Type.Kind() == reflect.Pointer && f.Type.Elem().Kind() == reflect.Struct})
+	}
+	requiredFields.Store(rt, out)
+	return out
+}
+
 // missingField returns the JSON name of the first field tagged `required:"true"` that is
 // still nil after decoding (required fields are pointers, slices or maps).
 func missingField(v any) string {
@@ -108,21 +137,15 @@ func missingField(v any) string {
 	if rv.Kind() != reflect.Struct {
 		return ""
 	}
-	rt := rv.Type()
-	for i := 0; i < rt.NumField(); i++ {
-		f := rt.Field(i)
-		if f.Tag.Get("required") != "true" {
-			continue
-		}
-		fv := rv.Field(i)
+	for _, f := range requiredOf(rv.Type()) {
+		fv := rv.Field(f.index)
 		switch fv.Kind() {
 		case reflect.Pointer, reflect.Slice, reflect.Map, reflect.Interface:
 			if fv.IsNil() {
-				name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-				return name
+				return f.name
 			}
 		}
-		if fv.Kind() == reflect.Pointer && fv.Elem().Kind() == reflect.Struct {
+		if f.nested {
 			if m := missingField(fv.Interface()); m != "" {
 				return m
 			}

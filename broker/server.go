@@ -345,6 +345,26 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	writeJSON(w, statusOr(reply.Status, http.StatusOK), reply.Body)
 }
 
+// readBody reads the whole body, at most limit bytes. A small declared length is read
+// into a buffer of that size at once (io.ReadAll grows one step by step); a large one is
+// not trusted with memory before its bytes arrive.
+func readBody(w http.ResponseWriter, hr *http.Request, limit int64) ([]byte, error) {
+	r := http.MaxBytesReader(w, hr.Body, limit)
+	if n := hr.ContentLength; n > 0 && n <= limit && n <= 64<<10 {
+		buf := make([]byte, n+1) // +1 to see EOF within one read when the length is honest
+		got, err := io.ReadFull(r, buf)
+		if err == io.ErrUnexpectedEOF && int64(got) == n {
+			return buf[:got], nil
+		}
+		if err == nil {
+			// More than declared cannot come (net/http stops at the length).
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return io.ReadAll(r)
+}
+
 // bodyConsumed reports whether the request declared no body or its body was read whole.
 func bodyConsumed(hr *http.Request) bool {
 	return hr.ContentLength == 0 || hr.Body == http.NoBody
@@ -425,7 +445,7 @@ func (s *Service) decodeRequestBody(w http.ResponseWriter, hr *http.Request, h *
 	if hr.Method == "PUT" && present && !isJSON {
 		return nil, &Error{Status: http.StatusUnsupportedMediaType, Message: "request body must be application/json"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, hr.Body, s.BodyLimit))
+	body, err := readBody(w, hr, s.BodyLimit)
 	if err != nil {
 		// The rest of the body is not read: close the connection after the answer, or
 		// net/http would try to drain it before answering.
@@ -441,9 +461,8 @@ func (s *Service) decodeRequestBody(w http.ResponseWriter, hr *http.Request, h *
 			return nil, BadRequest(fmt.Sprintf("could not read request body: %v", err))
 		}
 	}
-	// Read whole: lift the deadline, or net/http's background read (which watches for
-	// the client going away) would cancel a long request after 5 s.
-	http.NewResponseController(w).SetReadDeadline(time.Time{})
+	// Read whole. net/http lifts the read deadline itself when it starts watching for the
+	// client going away (its background read), so a long request is not cut at 5 s.
 	hr.Body = http.NoBody
 	if hr.Method != "PUT" {
 		if len(body) == 0 || (present && !isJSON) {

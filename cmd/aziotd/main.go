@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -55,7 +56,7 @@ func run(ctx context.Context, argv0 string, args []string) error {
 			},
 		})
 	}
-	var stateDir string
+	var stateDir, cpuProfile string
 	dev := &cobra.Command{
 		Use:   "dev",
 		Short: "Run every service in this process as the current user under --state-dir",
@@ -76,10 +77,24 @@ Prints "ready" once every socket answers.`,
 			if err != nil {
 				return err
 			}
+			if cpuProfile != "" {
+				// For `make bench` investigations: the profile of the daemon itself under a
+				// load, written when it stops (SIGINT or SIGTERM).
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("cpu profile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("cpu profile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			return daemon.Run(cmd.Context(), units, daemon.Logger(), func() { fmt.Println("ready") })
 		},
 	}
 	dev.Flags().StringVar(&stateDir, "state-dir", "", "directory for sockets, configs and homedirs")
+	dev.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon to this file when it stops")
 	root.AddCommand(dev)
 	root.SetArgs(args)
 	return root.ExecuteContext(ctx)

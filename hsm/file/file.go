@@ -118,6 +118,14 @@ func (s Store) ImportKey(loc hsm.Location, key []byte, _ hsm.Usage) error {
 
 // loadKey returns the key bytes, shared with the cache: callers only read them.
 func (s Store) loadKey(loc hsm.Location) ([]byte, error) {
+	e, err := s.keyEntry(loc)
+	if err != nil {
+		return nil, err
+	}
+	return e.raw, nil
+}
+
+func (s Store) keyEntry(loc hsm.Location) (*entry, error) {
 	e, err := s.cache().load(loc)
 	if err != nil {
 		return nil, err
@@ -126,7 +134,7 @@ func (s Store) loadKey(loc hsm.Location) ([]byte, error) {
 		// Missing, or empty: upstream treats an empty file as an error on load.
 		return nil, fmt.Errorf("key at %s: %w", loc, hsm.ErrNotFound)
 	}
-	return e.raw, nil
+	return e, nil
 }
 
 // HasKey reports whether a non-empty key file exists.
@@ -140,11 +148,11 @@ func (s Store) DeleteKey(loc hsm.Location) error { return s.remove(loc) }
 
 // HMAC is HMAC-SHA256 with the stored key.
 func (s Store) HMAC(loc hsm.Location, msg []byte) ([]byte, error) {
-	key, err := s.loadKey(loc)
+	e, err := s.keyEntry(loc)
 	if err != nil {
 		return nil, err
 	}
-	return hsm.HMACSHA256(key, msg), nil
+	return e.hmac(msg), nil
 }
 
 // AEADEncrypt seals with AES-256-GCM (version 2).
