@@ -162,7 +162,7 @@ func (s *Service) routes() []broker.Route {
 			Post: &broker.Handler{NewBody: func() any { return new(keys.MoveKeyPairRequest) },
 				Operation: "keyd.keypair.move", Resolve: resolveMove(KindKeyPair), Serve: s.move}},
 		{Pattern: "/sign",
-			Post: &broker.Handler{NewBody: func() any { return new(keys.SignRequest) },
+			Post: &broker.Handler{NewBody: func() any { return new(signRequest) },
 				Operation: "keyd.sign", Resolve: s.resolveSign, Serve: s.sign}},
 	}
 }
@@ -504,7 +504,8 @@ func missingField(name string) error {
 }
 
 func (s *Service) resolveSign(r *broker.Request) ([]broker.Target, error) {
-	req, _ := r.Body.(*keys.SignRequest)
+	sr, _ := r.Body.(*signRequest)
+	req := (*keys.SignRequest)(sr)
 	if req == nil {
 		return nil, missingBody()
 	}
@@ -525,7 +526,7 @@ func (s *Service) resolveSign(r *broker.Request) ([]broker.Target, error) {
 }
 
 func (s *Service) sign(r *broker.Request) (broker.Reply, error) {
-	req := r.Body.(*keys.SignRequest)
+	req := (*keys.SignRequest)(r.Body.(*signRequest))
 	alg := *req.Algorithm
 	h := r.Resolved.(*Handle)
 	var sig []byte

@@ -1,0 +1,53 @@
+package keyd
+
+import (
+	"encoding/base64"
+
+	"github.com/iotbroker/aziot/broker"
+	"github.com/iotbroker/aziot/sdk/keys"
+)
+
+// signRequest is keys.SignRequest with a decoder for its plain form (broker.FastBody):
+// /sign is the hot path of every device.
+type signRequest keys.SignRequest
+
+// DecodeFast fills r from the plain form of a sign body, or reports false and leaves r
+// alone: encoding/json then decodes it, with serde's messages for whatever is wrong.
+func (r *signRequest) DecodeFast(b []byte) bool {
+	var handle, alg []byte
+	var params *keys.SignParameters
+	ok := broker.PlainObject(b, func(key string, str, obj []byte) bool {
+		switch {
+		case key == "keyHandle" && str != nil && handle == nil:
+			handle = str
+		case key == "algorithm" && str != nil && alg == nil:
+			alg = str
+		case key == "parameters" && obj != nil && params == nil:
+			params = new(keys.SignParameters)
+			return broker.PlainObject(obj, func(key string, str, obj []byte) bool {
+				var dst *[]byte
+				switch {
+				case key == "message" && str != nil && params.Message == nil:
+					dst = &params.Message
+				case key == "digest" && str != nil && params.Digest == nil:
+					dst = &params.Digest
+				default:
+					return false
+				}
+				v := make([]byte, base64.StdEncoding.DecodedLen(len(str)))
+				n, err := base64.StdEncoding.Decode(v, str)
+				*dst = v[:n]
+				return err == nil
+			})
+		default:
+			return false
+		}
+		return true
+	})
+	if !ok || handle == nil || alg == nil || params == nil {
+		return false
+	}
+	h, a := string(handle), string(alg)
+	*r = signRequest{KeyHandle: &h, Algorithm: &a, Parameters: params}
+	return true
+}
