@@ -506,6 +506,12 @@ var (
 	bufPool         = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 )
 
+// JSONAppender is a reply body that writes its own compact JSON, as encoding/json would
+// (keyd's sign answer, sent for every signature, skips the reflection).
+type JSONAppender interface {
+	AppendJSON(b []byte) []byte
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer func() {
@@ -514,14 +520,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 			bufPool.Put(buf)
 		}
 	}()
-	enc := json.NewEncoder(buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		status = http.StatusInternalServerError
-		buf.Reset()
-		buf.WriteString(`{"message":"internal error"}`)
+	var b []byte
+	if a, ok := v.(JSONAppender); ok {
+		b = a.AppendJSON(buf.AvailableBuffer())
+	} else {
+		enc := json.NewEncoder(buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(v); err != nil {
+			status = http.StatusInternalServerError
+			buf.Reset()
+			buf.WriteString(`{"message":"internal error"}`)
+		}
+		b = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	}
-	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	h := w.Header()
 	// Assigned, not Set: the shared slice is never written to, and Set would allocate.
 	h["Content-Type"] = jsonContentType

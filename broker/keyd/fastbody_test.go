@@ -61,3 +61,21 @@ func FuzzSignFastDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) { checkFastSign(t, b) })
 }
+
+// The sign answer written without reflection is byte for byte what encoding/json writes.
+func TestSignResponseAppendJSON(t *testing.T) {
+	sigs := [][]byte{nil, {}, {0}, {0xff, 0xfe, 0xfd, 0x00, 0x3e}, make([]byte, 72)}
+	for _, sig := range sigs {
+		want, err := json.Marshal(keys.SignResponse{Signature: sig})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sig == nil {
+			// encoding/json writes null for a nil slice; keyd never answers one.
+			continue
+		}
+		if got := (signResponse{Signature: sig}).AppendJSON(nil); string(got) != string(want) {
+			t.Errorf("%x: %s, want %s", sig, got, want)
+		}
+	}
+}

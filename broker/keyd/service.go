@@ -503,6 +503,16 @@ func missingField(name string) error {
 	return broker.Unprocessable(fmt.Sprintf("missing field `%s`", name))
 }
 
+// algorithmRequest is input.request of each known mechanism, built once: the decision
+// reads it and nothing writes it.
+var algorithmRequest = func() map[string]map[string]any {
+	m := map[string]map[string]any{}
+	for _, alg := range []string{keys.AlgECDSA, keys.AlgHMACSHA256, keys.AlgAEAD, keys.AlgRSAPKCS1, keys.AlgRSANoPadding} {
+		m[alg] = map[string]any{"algorithm": alg}
+	}
+	return m
+}()
+
 func (s *Service) resolveSign(r *broker.Request) ([]broker.Target, error) {
 	sr, _ := r.Body.(*signRequest)
 	req := (*keys.SignRequest)(sr)
@@ -522,7 +532,7 @@ func (s *Service) resolveSign(r *broker.Request) ([]broker.Target, error) {
 	default:
 		return nil, unknownAlgorithm(alg, keys.AlgECDSA, keys.AlgHMACSHA256)
 	}
-	return s.resolveHandle(r, *req.KeyHandle, map[string]any{"algorithm": alg})
+	return s.resolveHandle(r, *req.KeyHandle, algorithmRequest[alg])
 }
 
 func (s *Service) sign(r *broker.Request) (broker.Reply, error) {
@@ -548,7 +558,7 @@ func (s *Service) sign(r *broker.Request) (broker.Reply, error) {
 	if err != nil {
 		return broker.Reply{}, storeError(err)
 	}
-	return broker.Reply{Body: keys.SignResponse{Signature: sig}}, nil
+	return broker.Reply{Body: signResponse{Signature: sig}}, nil
 }
 
 // resolveCipher checks what /encrypt and /decrypt share before the decision: the
@@ -563,7 +573,7 @@ func (s *Service) resolveCipher(r *broker.Request, handle, alg *string, params *
 	default:
 		return nil, unknownAlgorithm(*alg, keys.AlgAEAD, keys.AlgRSAPKCS1, keys.AlgRSANoPadding)
 	}
-	return s.resolveHandle(r, *handle, map[string]any{"algorithm": *alg})
+	return s.resolveHandle(r, *handle, algorithmRequest[*alg])
 }
 
 func (s *Service) resolveEncrypt(r *broker.Request) ([]broker.Target, error) {
