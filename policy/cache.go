@@ -3,6 +3,7 @@ package policy
 import (
 	"crypto/sha256"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 )
@@ -167,13 +168,16 @@ func (e *encoder) ok() bool { return !e.bad && !e.over() }
 
 func (e *encoder) over() bool { return e.limit > 0 && len(e.b) > e.limit }
 
-// quote appends s quoted; a string that alone passes the limit is not copied at all.
+// quote appends s prefixed with its length, which is as unambiguous as quoting and needs
+// no escaping; a string that alone passes the limit is not copied at all.
 func (e *encoder) quote(s string) {
 	if e.limit > 0 && len(e.b)+len(s) > e.limit {
 		e.bad = true
 		return
 	}
-	e.b = strconv.AppendQuote(e.b, s)
+	e.b = strconv.AppendInt(e.b, int64(len(s)), 10)
+	e.b = append(e.b, '"')
+	e.b = append(e.b, s...)
 }
 
 func (e *encoder) value(v any) {
@@ -234,7 +238,8 @@ func (e *encoder) value(v any) {
 		e.b = append(e.b, ']')
 	case map[string]any:
 		e.b = append(e.b, '{')
-		for _, k := range sortedKeys(x) {
+		var small [8]string
+		for _, k := range keysInOrder(x, small[:0]) {
 			if e.bad {
 				return
 			}
@@ -246,7 +251,8 @@ func (e *encoder) value(v any) {
 		e.b = append(e.b, '}')
 	case map[string]string:
 		e.b = append(e.b, '{')
-		for _, k := range sortedKeys(x) {
+		var small [8]string
+		for _, k := range keysInOrder(x, small[:0]) {
 			e.quote(k)
 			e.b = append(e.b, ':')
 			e.quote(x[k])
@@ -257,4 +263,14 @@ func (e *encoder) value(v any) {
 		// Other types are not cached.
 		e.bad = true
 	}
+}
+
+// keysInOrder appends m's keys to buf in order; the maps of an input are small, and a
+// buffer on the caller's stack spares the allocation sortedKeys makes.
+func keysInOrder[V any](m map[string]V, buf []string) []string {
+	for k := range m {
+		buf = append(buf, k)
+	}
+	slices.Sort(buf)
+	return buf
 }
