@@ -10,54 +10,86 @@ type FastBody interface {
 	DecodeFast(b []byte) bool
 }
 
-// PlainObject calls field for each member of the JSON object b whose values are strings
-// without escapes or objects (passed as their raw bytes), in order. It returns false on
-// anything else: another value type, an escape or a control character in a string,
-// malformed JSON, trailing bytes, or field returning false.
-func PlainObject(b []byte, field func(key string, str []byte, obj []byte) bool) bool {
+// PlainObject calls field for each member of the JSON object b, in order, with the key
+// and either a string value without escapes (str) or an object value (obj, its raw
+// bytes) whose own values are such strings. It returns false on anything else: another
+// value type, deeper nesting, an escape or a control character in a string, malformed
+// JSON, trailing bytes, or field returning false. It does not recurse, so the callback
+// needs no heap.
+func PlainObject(b []byte, field func(key, str, obj []byte) bool) bool {
 	i := skipSpace(b, 0)
-	end, ok := plainObject(b, i, field)
-	return ok && skipSpace(b, end) == len(b)
+	if i >= len(b) || b[i] != '{' {
+		return false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return skipSpace(b, i+1) == len(b)
+	}
+	for {
+		key, next, ok := plainString(b, i)
+		if !ok {
+			return false
+		}
+		i = skipSpace(b, next)
+		if i >= len(b) || b[i] != ':' {
+			return false
+		}
+		i = skipSpace(b, i+1)
+		if i >= len(b) {
+			return false
+		}
+		switch b[i] {
+		case '"':
+			s, next, ok := plainString(b, i)
+			if !ok || !field(key, s, nil) {
+				return false
+			}
+			i = next
+		case '{':
+			next, ok := flatObjectEnd(b, i)
+			if !ok || !field(key, nil, b[i:next]) {
+				return false
+			}
+			i = next
+		default:
+			return false
+		}
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return false
+		}
+		switch b[i] {
+		case ',':
+			i = skipSpace(b, i+1)
+		case '}':
+			return skipSpace(b, i+1) == len(b)
+		default:
+			return false
+		}
+	}
 }
 
-func plainObject(b []byte, i int, field func(key string, str []byte, obj []byte) bool) (int, bool) {
-	if i >= len(b) || b[i] != '{' {
-		return 0, false
-	}
+// flatObjectEnd returns the end of the object at b[i] when its values are all plain
+// strings.
+func flatObjectEnd(b []byte, i int) (int, bool) {
 	i = skipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return i + 1, true
 	}
 	for {
-		key, next, ok := plainString(b, i)
-		if !ok {
-			return 0, false
-		}
-		i = skipSpace(b, next)
-		if i >= len(b) || b[i] != ':' {
-			return 0, false
-		}
-		i = skipSpace(b, i+1)
-		if i >= len(b) {
-			return 0, false
-		}
-		switch b[i] {
-		case '"':
-			s, next, ok := plainString(b, i)
-			if !ok || !field(string(key), s, nil) {
+		for k := 0; k < 2; k++ { // the key, then its value
+			_, next, ok := plainString(b, i)
+			if !ok {
 				return 0, false
 			}
-			i = next
-		case '{':
-			next, ok := plainObject(b, i, func(string, []byte, []byte) bool { return true })
-			if !ok || !field(string(key), nil, b[i:next]) {
-				return 0, false
+			i = skipSpace(b, next)
+			if k == 0 {
+				if i >= len(b) || b[i] != ':' {
+					return 0, false
+				}
+				i = skipSpace(b, i+1)
 			}
-			i = next
-		default:
-			return 0, false
 		}
-		i = skipSpace(b, i)
 		if i >= len(b) {
 			return 0, false
 		}

@@ -239,6 +239,13 @@ type Request struct {
 	svc     *Service
 	conn    *conn
 	decided int
+	one     [1]Target
+}
+
+// One returns t as the only target of a Resolve, without allocating a slice for it.
+func (r *Request) One(t Target) []Target {
+	r.one[0] = t
+	return r.one[:]
 }
 
 // authorize makes the decisions a handler declared; the first denial answers the

@@ -16,35 +16,43 @@ type signRequest keys.SignRequest
 func (r *signRequest) DecodeFast(b []byte) bool {
 	var handle, alg []byte
 	var params *keys.SignParameters
-	ok := broker.PlainObject(b, func(key string, str, obj []byte) bool {
+	var paramsRaw []byte
+	ok := broker.PlainObject(b, func(key, str, obj []byte) bool {
 		switch {
-		case key == "keyHandle" && str != nil && handle == nil:
+		case string(key) == "keyHandle" && str != nil && handle == nil:
 			handle = str
-		case key == "algorithm" && str != nil && alg == nil:
+		case string(key) == "algorithm" && str != nil && alg == nil:
 			alg = str
-		case key == "parameters" && obj != nil && params == nil:
-			params = new(keys.SignParameters)
-			return broker.PlainObject(obj, func(key string, str, obj []byte) bool {
-				var dst *[]byte
-				switch {
-				case key == "message" && str != nil && params.Message == nil:
-					dst = &params.Message
-				case key == "digest" && str != nil && params.Digest == nil:
-					dst = &params.Digest
-				default:
-					return false
-				}
-				v := make([]byte, base64.StdEncoding.DecodedLen(len(str)))
-				n, err := base64.StdEncoding.Decode(v, str)
-				*dst = v[:n]
-				return err == nil
-			})
+		case string(key) == "parameters" && obj != nil && paramsRaw == nil:
+			paramsRaw = obj
 		default:
 			return false
 		}
 		return true
 	})
-	if !ok || handle == nil || alg == nil || params == nil {
+	if !ok || handle == nil || alg == nil || paramsRaw == nil {
+		return false
+	}
+	params = new(keys.SignParameters)
+	ok = broker.PlainObject(paramsRaw, func(key, str, _ []byte) bool {
+		var dst *[]byte
+		switch {
+		case string(key) == "message" && params.Message == nil:
+			dst = &params.Message
+		case string(key) == "digest" && params.Digest == nil:
+			dst = &params.Digest
+		default:
+			return false
+		}
+		if str == nil {
+			return false
+		}
+		v := make([]byte, base64.StdEncoding.DecodedLen(len(str)))
+		n, err := base64.StdEncoding.Decode(v, str)
+		*dst = v[:n]
+		return err == nil
+	})
+	if !ok {
 		return false
 	}
 	h, a := string(handle), string(alg)

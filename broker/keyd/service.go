@@ -226,7 +226,7 @@ func (s *Service) resolveHandle(r *broker.Request, raw string, request map[strin
 		return nil, broker.Internal(err)
 	}
 	r.Resolved = h
-	return []broker.Target{{Resource: map[string]any{"key_id": h.ID, "key_kind": h.Kind.String()}, Request: request}}, nil
+	return r.One(broker.Target{Resource: map[string]any{"key_id": h.ID, "key_kind": h.Kind.String()}, Request: request}), nil
 }
 
 // resolveHandleBody is Resolve for routes whose body is just {"keyHandle"}.
