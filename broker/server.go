@@ -106,8 +106,9 @@ type conn struct {
 	uid  uint32
 	cred *unix.Ucred
 	svc  *Service
-	// idleSince is guarded by the throttle's lock; zero while a request is served.
-	idleSince time.Time
+	// idleSince orders the connection's idle spell among its user's (throttle ticks,
+	// guarded by the throttle's lock); zero while a request is served.
+	idleSince uint64
 
 	factsOnce sync.Once
 	caller    authz.Caller

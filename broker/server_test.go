@@ -209,9 +209,8 @@ func TestThrottleEvictsIdleBeforeRefusing(t *testing.T) {
 	if _, ok := th.acquire(&conn{uid: 8}); !ok {
 		t.Fatal("another uid refused")
 	}
+	th.setIdle(b, true) // b goes idle first: it has waited longer
 	th.setIdle(a, true)
-	th.setIdle(b, true)
-	b.idleSince = a.idleSince.Add(-time.Second) // b has waited longer
 	ev, ok := th.acquire(c)
 	if !ok || ev != b {
 		t.Fatalf("got %v %v, want the longest-idle connection evicted", ev, ok)

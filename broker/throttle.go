@@ -2,7 +2,6 @@ package broker
 
 import (
 	"sync"
-	"time"
 )
 
 // throttle counts concurrent connections per peer UID (api-keys.md §1.2). Unlike
@@ -13,6 +12,8 @@ type throttle struct {
 	mu     sync.Mutex
 	max    int
 	active map[uint32]map[*conn]struct{}
+	// ticks orders idle spells (a counter, not the clock: it runs twice per request).
+	ticks uint64
 }
 
 func newThrottle(max int) *throttle {
@@ -34,10 +35,10 @@ func (t *throttle) acquire(c *conn) (evicted *conn, ok bool) {
 	set := t.active[c.uid]
 	if len(set) >= t.max {
 		for o := range set {
-			if o.idleSince.IsZero() {
+			if o.idleSince == 0 {
 				continue
 			}
-			if evicted == nil || o.idleSince.Before(evicted.idleSince) {
+			if evicted == nil || o.idleSince < evicted.idleSince {
 				evicted = o
 			}
 		}
@@ -65,9 +66,10 @@ func (t *throttle) setIdle(c *conn, idle bool) bool {
 		return false
 	}
 	if idle {
-		c.idleSince = time.Now()
+		t.ticks++
+		c.idleSince = t.ticks
 	} else {
-		c.idleSince = time.Time{}
+		c.idleSince = 0
 	}
 	return true
 }
