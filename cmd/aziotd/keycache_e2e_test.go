@@ -87,7 +87,7 @@ func TestKeydKeyFilesChangedOnDisk(t *testing.T) {
 		wantHMAC(h, key2)
 		// A rewrite in place, same size (32 bytes), other content.
 		key3 := bytes.Repeat([]byte{0x5a}, len(key2))
-		waitForNewTimestamp(t, path("k1"))
+		testenv.WaitNewTimestamp(t, path("k1"))
 		if err := os.WriteFile(path("k1"), key3, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -161,30 +161,4 @@ func TestKeydKeyFilesChangedOnDisk(t *testing.T) {
 			t.Fatalf("handle under the new validation key: %v", err)
 		}
 	})
-}
-
-// waitForNewTimestamp returns once a write in path's directory is stamped later than
-// path's mtime: a same-size rewrite within one timestamp tick is the window a stat
-// cannot see (docs/RATIONALE.md), and this test is about the other cases.
-func waitForNewTimestamp(t *testing.T, path string) {
-	t.Helper()
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Beside the file: the same file system stamps with the same granularity.
-	probe := filepath.Join(filepath.Dir(path), "probe")
-	defer os.Remove(probe)
-	for {
-		if err := os.WriteFile(probe, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		p, err := os.Stat(probe)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p.ModTime().After(st.ModTime()) {
-			return
-		}
-	}
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/iotbroker/aziot/hsm"
+	"github.com/iotbroker/aziot/internal/testenv"
 )
 
 // counted is a Store whose file system calls are counted.
@@ -225,31 +226,6 @@ func TestOwnWritesInvalidate(t *testing.T) {
 	wantSignedBy(t, ks, "b", a)
 }
 
-// waitTick returns once the file system stamps a new write with a time later than
-// path's mtime, so that a rewrite is not within the timestamp granularity (the
-// residual window docs/RATIONALE.md describes).
-func waitTick(t *testing.T, path string) {
-	t.Helper()
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	probe := filepath.Join(filepath.Dir(path), "probe")
-	defer os.Remove(probe)
-	for {
-		if err := os.WriteFile(probe, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		p, err := os.Stat(probe)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p.ModTime().After(st.ModTime()) {
-			return
-		}
-	}
-}
-
 // Changes made behind keyd's back take effect on the next use.
 func TestExternalChangesInvalidate(t *testing.T) {
 	home := t.TempDir()
@@ -283,7 +259,7 @@ func TestExternalChangesInvalidate(t *testing.T) {
 		wantHMACWith(t, ks, "k", []byte("fedcba9876543210"))
 	})
 	t.Run("rewrite in place, same size", func(t *testing.T) {
-		waitTick(t, path)
+		testenv.WaitNewTimestamp(t, path)
 		if err := os.WriteFile(path, []byte("same size, other"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -294,7 +270,7 @@ func TestExternalChangesInvalidate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitTick(t, path)
+		testenv.WaitNewTimestamp(t, path)
 		if err := os.WriteFile(path, []byte("ctime tells this"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -316,7 +292,7 @@ func TestExternalChangesInvalidate(t *testing.T) {
 		}
 		wantSignedBy(t, ks, "k", b)
 		// Garbage in place of the PEM: no key pair, as upstream's load would say.
-		waitTick(t, path)
+		testenv.WaitNewTimestamp(t, path)
 		os.WriteFile(path, []byte("not a key"), 0o600)
 		_, err := ks.PublicKey("k")
 		wantNotFound(t, err)

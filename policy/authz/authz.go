@@ -63,21 +63,15 @@ type FactsReader interface {
 	ReadsCallerFacts() bool
 }
 
-// document is the JSON form of an input (what `input` is in Rego).
-type document struct {
-	InputVersion int            `json:"input_version"`
-	Service      string         `json:"service"`
-	Operation    string         `json:"operation"`
-	APIVersion   string         `json:"api_version"`
-	Caller       Caller         `json:"caller"`
-	Resource     map[string]any `json:"resource,omitempty"`
-	Request      map[string]any `json:"request,omitempty"`
-}
+// plainInput is Input without its MarshalJSON, so that encoding/json walks its fields.
+type plainInput Input
 
 // MarshalJSON writes the input document as the policy sees it (with input_version).
 func (in Input) MarshalJSON() ([]byte, error) {
-	return json.Marshal(document{InputVersion: InputVersion, Service: in.Service, Operation: in.Operation,
-		APIVersion: in.APIVersion, Caller: in.Caller, Resource: in.Resource, Request: in.Request})
+	return json.Marshal(struct {
+		InputVersion int `json:"input_version"`
+		plainInput
+	}{InputVersion, plainInput(in)})
 }
 
 // ParseInput reads an input document (JSON). Unknown fields are refused, so that a typo
@@ -86,7 +80,7 @@ func (in Input) MarshalJSON() ([]byte, error) {
 func ParseInput(b []byte) (*Input, error) {
 	var doc struct {
 		InputVersion *int `json:"input_version"`
-		document
+		plainInput
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -100,8 +94,8 @@ func ParseInput(b []byte) (*Input, error) {
 	if doc.InputVersion != nil && *doc.InputVersion != InputVersion {
 		return nil, fmt.Errorf("input: input_version %d is not %d", *doc.InputVersion, InputVersion)
 	}
-	in := &Input{Service: doc.Service, Operation: doc.Operation, APIVersion: doc.APIVersion,
-		Caller: doc.Caller, Resource: normalizeNumbers(doc.Resource), Request: normalizeNumbers(doc.Request)}
+	in := (*Input)(&doc.plainInput)
+	in.Resource, in.Request = normalizeNumbers(in.Resource), normalizeNumbers(in.Request)
 	in.Caller.Principal = normalizeNumbers(in.Caller.Principal)
 	return in, nil
 }
