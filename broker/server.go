@@ -241,6 +241,7 @@ type Request struct {
 	conn    *conn
 	decided int
 	one     [1]Target
+	bodyBuf *[]byte
 }
 
 // One returns t as the only target of a Resolve, without allocating a slice for it.
@@ -328,8 +329,9 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	// One read deadline for the whole request (api-keys.md §1.4's 5 s), so a declared
 	// body that never comes cannot hold the connection and its throttle slot.
 	if !bodyConsumed(hr) {
-		http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+		setReadDeadline(w, time.Now().Add(bodyReadTimeout))
 	}
+	defer req.releaseBody()
 	reply, err := s.handle(w, hr, req)
 	if !bodyConsumed(hr) {
 		// A body we did not read (a GET, or a refusal before the body) would make
@@ -353,13 +355,41 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	writeJSON(w, statusOr(reply.Status, http.StatusOK), reply.Body)
 }
 
+// setReadDeadline is http.ResponseController's SetReadDeadline without allocating the
+// controller.
+func setReadDeadline(w http.ResponseWriter, t time.Time) {
+	if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok {
+		d.SetReadDeadline(t)
+		return
+	}
+	http.NewResponseController(w).SetReadDeadline(t)
+}
+
+// smallBody is the largest declared body read into a pooled buffer at once.
+const smallBody = 64 << 10
+
+// bodyBufs recycles the buffers of small bodies: a body is decoded into values that
+// copy what they keep, so its bytes are free once the request is answered.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func (r *Request) releaseBody() {
+	if r.bodyBuf != nil {
+		bodyBufs.Put(r.bodyBuf)
+		r.bodyBuf = nil
+	}
+}
+
 // readBody reads the whole body, at most limit bytes. A small declared length is read
-// into a buffer of that size at once (io.ReadAll grows one step by step); a large one is
-// not trusted with memory before its bytes arrive.
-func readBody(w http.ResponseWriter, hr *http.Request, limit int64) ([]byte, error) {
+// into a buffer of that size at once (io.ReadAll grows one step by step), from a pool
+// the request returns it to; a large one is not trusted with memory before its bytes
+// arrive.
+func readBody(w http.ResponseWriter, hr *http.Request, req *Request, limit int64) ([]byte, error) {
 	r := http.MaxBytesReader(w, hr.Body, limit)
-	if n := hr.ContentLength; n > 0 && n <= limit && n <= 64<<10 {
-		buf := make([]byte, n+1) // +1 to see EOF within one read when the length is honest
+	if n := hr.ContentLength; n > 0 && n <= limit && n <= smallBody {
+		bp := bodyBufs.Get().(*[]byte)
+		req.bodyBuf = bp
+		buf := slices.Grow((*bp)[:0], int(n)+1)[:n+1] // +1 to see EOF within one read when the length is honest
+		*bp = buf[:0]
 		got, err := io.ReadFull(r, buf)
 		if err == io.ErrUnexpectedEOF && int64(got) == n {
 			return buf[:got], nil
@@ -420,7 +450,7 @@ func (s *Service) handle(w http.ResponseWriter, hr *http.Request, req *Request) 
 	h := route.handler(hr.Method)
 	switch hr.Method {
 	case "POST", "DELETE", "PUT":
-		body, err := s.decodeRequestBody(w, hr, h)
+		body, err := s.decodeRequestBody(w, hr, req, h)
 		if err != nil {
 			return Reply{}, err
 		}
@@ -448,12 +478,12 @@ func (s *Service) handle(w http.ResponseWriter, hr *http.Request, req *Request) 
 }
 
 // decodeRequestBody applies the body rules of api-keys.md §1.4 for POST, PUT and DELETE.
-func (s *Service) decodeRequestBody(w http.ResponseWriter, hr *http.Request, h *Handler) (any, *Error) {
+func (s *Service) decodeRequestBody(w http.ResponseWriter, hr *http.Request, req *Request, h *Handler) (any, *Error) {
 	isJSON, present := contentTypeIsJSON(hr.Header.Values("Content-Type"))
 	if hr.Method == "PUT" && present && !isJSON {
 		return nil, &Error{Status: http.StatusUnsupportedMediaType, Message: "request body must be application/json"}
 	}
-	body, err := readBody(w, hr, s.BodyLimit)
+	body, err := readBody(w, hr, req, s.BodyLimit)
 	if err != nil {
 		// The rest of the body is not read: close the connection after the answer, or
 		// net/http would try to drain it before answering.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unicode/utf8"
 
@@ -124,10 +125,17 @@ func (h *handles) issue(kind KeyKind, id string, base string, data []byte) (stri
 	return "sr=" + base64.StdEncoding.EncodeToString(sr) + "&sig=" + base64.StdEncoding.EncodeToString(sig), nil
 }
 
+// decodeBufs recycles validate's decoding buffers: what a handle names is copied out of
+// them, so they are free once validate returns.
+var decodeBufs = sync.Pool{New: func() any { return new([2][]byte) }}
+
 // validate checks a handle string; errors are errInvalidHandle, errNested, or an
 // internal error from the key store.
 func (h *handles) validate(s string) (*Handle, error) {
-	var sr, sig []byte
+	bp := decodeBufs.Get().(*[2][]byte)
+	defer decodeBufs.Put(bp)
+	sr, sig := bp[0][:0], bp[1][:0]
+	defer func() { bp[0], bp[1] = sr[:0], sig[:0] }()
 	var haveSR, haveSig bool
 	for rest := s; ; {
 		part, more, found := strings.Cut(rest, "&")
