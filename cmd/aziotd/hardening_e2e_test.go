@@ -236,20 +236,25 @@ func TestLogFloodIsBounded(t *testing.T) {
 	testenv.WriteConfig(t, dir, "keyd", "10-limit.toml", "max_requests = 2\n")
 	d := testenv.StartDev(t, dir)
 	keydSock := d.Socket("keyd")
+	// At most 20 lines per 10 s window (broker's logBurst, logWindow): a slow machine
+	// may spread a flood over more windows.
+	allowed := func(start time.Time) int { return 20 * (1 + int(time.Since(start)/(10*time.Second))) }
 	// 200 denials on one keep-alive connection of uid 1003 (no principal).
+	start := time.Now()
 	out := runAs(t, 1003, keydSock, 200)
 	if out != "401 x200" {
 		t.Fatalf("flood: %s", out)
 	}
-	if n := strings.Count(d.Stderr(), "request denied by policy"); n == 0 || n > 20 {
-		t.Fatalf("%d denial lines for 200 denials (want 1..20)", n)
+	if n, max := strings.Count(d.Stderr(), "request denied by policy"), allowed(start); n == 0 || n > max {
+		t.Fatalf("%d denial lines for 200 denials (want 1..%d)", n, max)
 	}
 	// 100 connections over the limit of uid 1001.
 	holdAs(t, 1001, keydSock, 2)
+	start = time.Now()
 	for i := 0; i < 100; i++ {
 		testenv.CurlResult(1001, keydSock, "GET", "/key/x"+keydAPI, "")
 	}
-	if n := strings.Count(d.Stderr(), "Max simultaneous connections reached for user 1001"); n == 0 || n > 20 {
-		t.Fatalf("%d drop lines for 100 dropped connections (want 1..20)", n)
+	if n, max := strings.Count(d.Stderr(), "Max simultaneous connections reached for user 1001"), allowed(start); n == 0 || n > max {
+		t.Fatalf("%d drop lines for 100 dropped connections (want 1..%d)", n, max)
 	}
 }
