@@ -8,7 +8,10 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -483,31 +486,70 @@ func TestX509AndGateway(t *testing.T) {
 	}
 }
 
-// With no RootCAs the system trust store is used, which honours SSL_CERT_FILE. The system
-// pool is loaded once per process, so the check runs in a child process.
-func TestSystemTrustStore(t *testing.T) {
-	if os.Getenv("HUBCLIENT_CHILD_HUB") != "" {
-		c, err := New(Config{HubName: os.Getenv("HUBCLIENT_CHILD_HUB"), DeviceID: device, Sign: hmacSigner(devKey), Waits: fastWaits()})
+// With no RootCAs the system trust store is used, which honours SSL_CERT_FILE, and
+// HTTPS_PROXY is honoured with CONNECT and Basic credentials. Both are read once per
+// process, so the client runs in a child process. The hub has a non-loopback name because
+// Go never proxies requests to localhost.
+func TestSystemTrustStoreAndProxy(t *testing.T) {
+	if gw := os.Getenv("HUBCLIENT_CHILD_GATEWAY"); gw != "" {
+		c, err := New(Config{HubName: "myhub.test", Gateway: gw, DeviceID: device, Sign: hmacSigner(devKey), Waits: fastWaits()})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := c.GetDevice(context.Background()); err != nil {
-			t.Fatalf("with SSL_CERT_FILE: %v", err)
+			t.Fatalf("through the proxy with SSL_CERT_FILE: %v", err)
 		}
 		return
 	}
-	e, hub := startHub(t, emulator.Config{})
+	e, _ := startHub(t, emulator.Config{Hubs: []emulator.HubConfig{{Name: "myhub.test"}}})
 	root, err := e.RootCAPath()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSystemTrustStore$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "HUBCLIENT_CHILD_HUB="+hub, "SSL_CERT_FILE="+root, "SSL_CERT_DIR=/nonexistent")
+	hubURL, _ := url.Parse(e.HubURL("myhub.test"))
+	var mu sync.Mutex
+	var connects []string
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		connects = append(connects, r.Method+" "+r.Host+" "+r.Header.Get("Proxy-Authorization"))
+		mu.Unlock()
+		if r.Method != http.MethodConnect {
+			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+			return
+		}
+		up, err := net.Dial("tcp", hubURL.Host) // myhub.test does not resolve: the proxy knows where it is
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			up.Close()
+			return
+		}
+		go func() { _, _ = io.Copy(up, brw); up.Close() }()
+		_, _ = io.Copy(conn, up)
+		conn.Close()
+	}))
+	defer proxy.Close()
+	gateway := "myhub.test:" + hubURL.Port()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSystemTrustStoreAndProxy$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "HUBCLIENT_CHILD_GATEWAY="+gateway, "SSL_CERT_FILE="+root, "SSL_CERT_DIR=/nonexistent",
+		"HTTPS_PROXY=http://proxyuser:proxypass@"+strings.TrimPrefix(proxy.URL, "http://"), "https_proxy=", "NO_PROXY=", "no_proxy=")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
-	// Without the root the handshake fails: a network error, not retried forever.
-	c, err := New(Config{HubName: hub, DeviceID: device, Sign: hmacSigner(devKey), TLSConfig: &tls.Config{RootCAs: x509.NewCertPool()}, Waits: fastWaits()})
+	mu.Lock()
+	defer mu.Unlock()
+	want := "CONNECT " + gateway + " Basic " + base64.StdEncoding.EncodeToString([]byte("proxyuser:proxypass"))
+	if len(connects) != 1 || connects[0] != want {
+		t.Fatalf("proxy saw %q, want %q", connects, want)
+	}
+
+	// Without the root the handshake fails: a network error, retried cloud_retries times.
+	c, err := New(Config{HubName: "myhub.test", Gateway: "localhost:" + hubURL.Port(), DeviceID: device, Sign: hmacSigner(devKey),
+		TLSConfig: &tls.Config{RootCAs: x509.NewCertPool()}, Waits: fastWaits()})
 	if err != nil {
 		t.Fatal(err)
 	}
