@@ -19,7 +19,17 @@ type Config struct {
 	Provisioning              *Provisioning   `toml:"provisioning"`
 	Principals                []Principal     `toml:"principal"`
 	LocalID                   *LocalID        `toml:"localid"`
+	Endpoints                 Endpoints       `toml:"endpoints"`
 	Broker                    broker.Settings `toml:"broker"`
+}
+
+// Endpoints are upstream's debug-build socket overrides; tests and `aziotd dev` point
+// them at their own sockets. Written as unix:// URIs or plain paths.
+type Endpoints struct {
+	AziotCertd     string `toml:"aziot_certd"`
+	AziotIdentityd string `toml:"aziot_identityd"`
+	AziotKeyd      string `toml:"aziot_keyd"`
+	AziotTpmd      string `toml:"aziot_tpmd"`
 }
 
 // DefaultConfig has upstream's defaults; decode a config over it.
