@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iotbroker/aziot/broker/identityd/hubclient"
+	"github.com/iotbroker/aziot/broker/identityd/state"
 	"github.com/iotbroker/aziot/broker/keyd"
 	"github.com/iotbroker/aziot/emulator"
 	"github.com/iotbroker/aziot/policy"
@@ -298,6 +300,11 @@ func TestRestartKeepsModules(t *testing.T) {
 	s1, _ := e.start(t, cfg)
 	before := e.registryModules(t)
 	s1.Close()
+	cachePath := state.ModulePath(cfg.Homedir, e.hub, deviceID, "m1")
+	cacheBefore, err := os.ReadFile(cachePath)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	e.emu.ClearLog()
 	_, c := e.start(t, e.config())
@@ -309,6 +316,9 @@ func TestRestartKeepsModules(t *testing.T) {
 	}
 	if n := hubPuts(e.emu); n != 0 {
 		t.Fatalf("restart sent %d PUTs to the hub", n)
+	}
+	if cacheAfter, err := os.ReadFile(cachePath); err != nil || string(cacheAfter) != string(cacheBefore) {
+		t.Fatalf("module cache changed across restart: %q -> %q (%v)", cacheBefore, cacheAfter, err)
 	}
 	id := c.identity("GET", "/identities/modules/m1?type=aziot", "")
 	e.verifyToken(t, id.Spec.Auth.KeyHandle, sas.ModuleAudience(e.hub, deviceID, "m1"), after["m1"].Authentication.SymmetricKey.PrimaryKey)
@@ -332,6 +342,19 @@ func TestRestartKeepsModules(t *testing.T) {
 	if mods["m1"].GenerationID != before["m1"].GenerationID {
 		t.Fatal("kept module recreated")
 	}
+}
+
+// A hub answering 500 at start is a network error: identityd starts offline and serves
+// module identities from the cache (flows.md §8.1).
+func TestStartOfflineUsesCache(t *testing.T) {
+	e := newEnv(t)
+	s1, _ := e.start(t, e.config())
+	s1.Close()
+	e.emu.AddFault(emulator.Fault{Kind: emulator.FaultServerError, Endpoint: "hub", Status: 500})
+	_, c := e.start(t, e.config())
+	id := c.identity("GET", "/identities/modules/m2?type=aziot", "")
+	e.verifyToken(t, id.Spec.Auth.KeyHandle, sas.ModuleAudience(e.hub, deviceID, "m2"),
+		e.registryModules(t)["m2"].Authentication.SymmetricKey.PrimaryKey)
 }
 
 func TestModuleCacheServesWhenHubFails(t *testing.T) {
