@@ -512,3 +512,21 @@ func TestSourceNone(t *testing.T) {
 		t.Errorf("provisioning info: %d %s", st, b)
 	}
 }
+
+// With prefer_module_identity_cache the cache answers first: no hub request (flows.md §7).
+func TestPreferModuleIdentityCache(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.PreferModuleIdentityCache = true
+	_, c := e.start(t, cfg)
+	e.emu.ClearLog()
+	c.identity("GET", "/identities/modules/m1?type=aziot", "")
+	if st, b := c.do("GET", "/identities/modules?type=aziot", "", ""); st != 200 || !strings.Contains(b, `"moduleId":"m2"`) {
+		t.Fatalf("list: %d %s", st, b)
+	}
+	for _, l := range e.emu.Log() {
+		if strings.HasPrefix(l.Listener, "hub:") {
+			t.Fatalf("the hub was asked: %s %s", l.Method, l.Path)
+		}
+	}
+}
