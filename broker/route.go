@@ -40,6 +40,10 @@ type Handler struct {
 	// returns what the request acts on, one Target per decision, in upstream's order
 	// (move: source, then destination). nil means one decision on no resource.
 	Resolve func(r *Request) ([]Target, error)
+	// AnyOf makes the targets alternatives: they are asked in order until one is allowed
+	// (Request.Allowed says which), and the request is refused only when every one is
+	// denied, with the refusal of the last. Without it every target must be allowed.
+	AnyOf bool
 	// Denied is the route's upstream refusal for a denied target; nil uses the service's.
 	Denied func(r *Request, t Target) *Error
 	Serve  func(r *Request) (Reply, error)

@@ -236,6 +236,8 @@ type Request struct {
 	// Resolved is what the handler's Resolve left for Serve (a validated handle, ...), so
 	// that Serve does not redo the work.
 	Resolved any
+	// Allowed is the index of the target that let an AnyOf request through.
+	Allowed int
 
 	svc     *Service
 	conn    *conn
@@ -250,8 +252,51 @@ func (r *Request) One(t Target) []Target {
 	return r.one[:]
 }
 
-// authorize makes the decisions a handler declared; the first denial answers the
-// route's upstream refusal. Reasons go to the log only.
+// decide asks the policy about one target; reasons go to the log only.
+func (s *Service) decide(r *Request, h *Handler, t Target) bool {
+	op := t.Operation
+	if op == "" {
+		op = h.Operation
+	}
+	in := &authz.Input{
+		Service: s.Name, Operation: op, APIVersion: r.APIVersion,
+		Caller: r.Caller, Resource: t.Resource, Request: t.Request,
+	}
+	if s.Principal != nil {
+		in.Caller.Principal = s.Principal(r.Caller.UID)
+	}
+	d, err := s.Decider.Decide(r.Context, in)
+	if err != nil {
+		// Fail closed: a broken policy denies.
+		s.Log.Error("policy evaluation failed; denying", "operation", op, "err", err)
+		d = authz.Decision{}
+	}
+	r.decided++
+	if s.DecisionHook != nil {
+		s.DecisionHook(in, d)
+	}
+	if d.Allowed() {
+		return true
+	}
+	if n, ok := s.denyLog.allow(); ok {
+		s.Log.Info("request denied by policy", "operation", op, "uid", r.Caller.UID, "reasons", d.Deny, "suppressed", n)
+	}
+	return false
+}
+
+// refusal is the route's upstream answer to a denied target.
+func (s *Service) refusal(r *Request, h *Handler, t Target) error {
+	switch {
+	case h.Denied != nil:
+		return h.Denied(r, t)
+	case s.Denied != nil:
+		return s.Denied(r, t)
+	}
+	return Unauthorized("not authorized")
+}
+
+// authorize makes the decisions a handler declared: every target must be allowed, or
+// with AnyOf one of them; a denial answers the route's upstream refusal.
 func (s *Service) authorize(r *Request, h *Handler) error {
 	if r.conn != nil {
 		if fr, ok := s.Decider.(authz.FactsReader); !ok || fr.ReadsCallerFacts() {
@@ -268,41 +313,22 @@ func (s *Service) authorize(r *Request, h *Handler) error {
 			return Internal(errors.New("BUG: Resolve named no target; refusing rather than serving undecided"))
 		}
 	}
-	for _, t := range targets {
-		op := t.Operation
-		if op == "" {
-			op = h.Operation
-		}
-		in := &authz.Input{
-			Service: s.Name, Operation: op, APIVersion: r.APIVersion,
-			Caller: r.Caller, Resource: t.Resource, Request: t.Request,
-		}
-		if s.Principal != nil {
-			in.Caller.Principal = s.Principal(r.Caller.UID)
-		}
-		d, err := s.Decider.Decide(r.Context, in)
-		if err != nil {
-			// Fail closed: a broken policy denies.
-			s.Log.Error("policy evaluation failed; denying", "operation", op, "err", err)
-			d = authz.Decision{}
-		}
-		r.decided++
-		if s.DecisionHook != nil {
-			s.DecisionHook(in, d)
-		}
-		if d.Allowed() {
+	var denied Target
+	for i, t := range targets {
+		if s.decide(r, h, t) {
+			if h.AnyOf {
+				r.Allowed = i
+				return nil
+			}
 			continue
 		}
-		if n, ok := s.denyLog.allow(); ok {
-			s.Log.Info("request denied by policy", "operation", op, "uid", r.Caller.UID, "reasons", d.Deny, "suppressed", n)
+		if !h.AnyOf {
+			return s.refusal(r, h, t)
 		}
-		switch {
-		case h.Denied != nil:
-			return h.Denied(r, t)
-		case s.Denied != nil:
-			return s.Denied(r, t)
-		}
-		return Unauthorized("not authorized")
+		denied = t
+	}
+	if h.AnyOf {
+		return s.refusal(r, h, denied)
 	}
 	return nil
 }

@@ -83,6 +83,10 @@ func TestAuthorizationIsAPipelineStep(t *testing.T) {
 				Resolve: func(*Request) ([]Target, error) {
 					return []Target{{Resource: map[string]any{"id": "a"}}, {Resource: map[string]any{"id": "b"}}}, nil
 				}}},
+			{Pattern: "/either", Get: &Handler{Operation: "test.either", AnyOf: true, Serve: serveOK,
+				Resolve: func(*Request) ([]Target, error) {
+					return []Target{{Resource: map[string]any{"id": "a"}}, {Resource: map[string]any{"id": "b"}}}, nil
+				}}},
 		},
 	}
 	c := serve(t, svc)
@@ -101,6 +105,8 @@ func TestAuthorizationIsAPipelineStep(t *testing.T) {
 		{"/early?api-version=v1", false, 400, "refused before", 0, false},
 		{"/two?api-version=v1", false, 401, "no a", 1, false},
 		{"/two?api-version=v1", true, 200, "", 2, true},
+		{"/either?api-version=v1", true, 200, "", 1, true},
+		{"/either?api-version=v1", false, 401, "no b", 2, false},
 	}
 	for _, tc := range cases {
 		d.allow = tc.allow
@@ -225,4 +231,31 @@ func TestThrottleEvictsIdleBeforeRefusing(t *testing.T) {
 	if n := th.count(7); n != 2 {
 		t.Fatalf("uid 7 holds %d slots after the evicted close", n)
 	}
+}
+
+// AnyOf asks its targets in order until one is allowed, and says which.
+func TestAnyOfStopsAtTheFirstAllowed(t *testing.T) {
+	d := &onlyID{allow: "b"}
+	var allowed atomic.Int64
+	svc := &Service{Name: "test", Versions: []string{"v1"}, Decider: d,
+		Routes: []Route{{Pattern: "/either", Get: &Handler{Operation: "test.either", AnyOf: true,
+			Resolve: func(*Request) ([]Target, error) {
+				return []Target{{Resource: map[string]any{"id": "a"}}, {Resource: map[string]any{"id": "b"}}, {Resource: map[string]any{"id": "c"}}}, nil
+			},
+			Serve: func(r *Request) (Reply, error) { allowed.Store(int64(r.Allowed)); return Reply{}, nil }}}}}
+	c := serve(t, svc)
+	if status, _ := get(t, c, "GET", "/either?api-version=v1"); status != 204 || allowed.Load() != 1 || d.asked.Load() != 2 {
+		t.Fatalf("status %d, allowed target %d after %d decisions; want 204, 1, 2", status, allowed.Load(), d.asked.Load())
+	}
+}
+
+// onlyID allows the target whose resource id is allow.
+type onlyID struct {
+	allow string
+	asked atomic.Int64
+}
+
+func (d *onlyID) Decide(_ context.Context, in *authz.Input) (authz.Decision, error) {
+	d.asked.Add(1)
+	return authz.Decision{Allow: in.Resource["id"] == d.allow}, nil
 }

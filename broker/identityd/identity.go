@@ -84,7 +84,7 @@ func (s *Service) deviceIdentityLocked(ctx context.Context) (*Identity, error) {
 }
 
 func (s *Service) callerIdentity(r *broker.Request) (broker.Reply, error) {
-	if m, ok := r.Resolved.(callerModule); ok {
+	if m, ok := r.Resolved.(callerModule); ok && r.Allowed == 1 {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		id, err := s.moduleIdentityLocked(r.Context, string(m))

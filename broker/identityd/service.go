@@ -108,7 +108,7 @@ func New(cfg *Config, opts Options) (*Service, error) {
 				Post: &broker.Handler{NewBody: func() any { return new(createModuleRequest) },
 					Operation: "identityd.module.create", Resolve: resolveCreate, Serve: s.createModule}},
 			{Pattern: "/identities/identity",
-				Get: &broker.Handler{Operation: "identityd.device.get", Resolve: s.resolveCallerIdentity, Serve: s.callerIdentity}},
+				Get: &broker.Handler{Operation: "identityd.device.get", AnyOf: true, Resolve: s.resolveCallerIdentity, Serve: s.callerIdentity}},
 			{Pattern: "/identities/device",
 				Post: &broker.Handler{NewBody: func() any { return new(deviceRequest) },
 					Operation: "identityd.device.get", Resolve: resolveDevice, Serve: s.deviceIdentity}},
@@ -269,26 +269,19 @@ func resolveDevice(r *broker.Request) ([]broker.Target, error) {
 	return r.One(broker.Target{Request: map[string]any{"type": *b.Type}}), nil
 }
 
-// resolveCallerIdentity names the one question GET /identities/identity needs. Upstream
-// asks GetDevice, then (for a host process) GetModule of its own name. The core decides
-// all targets of a request and refuses on the first denial, with no "first allowed"
-// mode, so the question is picked here from the principal: a host process without idtype
-// device is asked identityd.module.get for its name, every other caller
-// identityd.device.get. With the default policy every answer equals upstream's; a custom
-// policy sees only the question that can succeed (docs/RATIONALE.md, identityd).
+// resolveCallerIdentity asks upstream's questions of GET /identities/identity, as
+// alternatives (AnyOf): GetDevice, then for a host process GetModule of its own name.
 func (s *Service) resolveCallerIdentity(r *broker.Request) ([]broker.Target, error) {
+	device := broker.Target{Request: map[string]any{"caller_identity": true}}
 	p := s.principal(r.Caller.UID)
-	if p["kind"] == policy.KindHostProcess {
-		idtype, _ := p["idtype"].([]any)
-		if !slices.Contains(idtype, any("device")) {
-			name, _ := p["name"].(string)
-			r.Resolved = callerModule(name)
-			return r.One(broker.Target{Operation: "identityd.module.get",
-				Resource: map[string]any{"module_id": name},
-				Request:  map[string]any{"type": "aziot", "caller_identity": true}}), nil
-		}
+	if p["kind"] != policy.KindHostProcess {
+		return r.One(device), nil
 	}
-	return r.One(broker.Target{Request: map[string]any{"caller_identity": true}}), nil
+	name, _ := p["name"].(string)
+	r.Resolved = callerModule(name)
+	return []broker.Target{device, {Operation: "identityd.module.get",
+		Resource: map[string]any{"module_id": name},
+		Request:  map[string]any{"type": "aziot", "caller_identity": true}}}, nil
 }
 
 // callerModule marks GET /identities/identity as answered with a module identity.
