@@ -33,6 +33,10 @@ type Settings struct {
 	// ConfigReloadDebounceMS is the quiet time before a changed config is re-read
 	// (upstream: 10 s); tests shorten it.
 	ConfigReloadDebounceMS int `toml:"config_reload_debounce_ms"`
+	// ProvisioningRetryMS is identityd's first wait before it retries a failed start-up
+	// provisioning when it shares the process with other services (`aziotd dev`); the
+	// wait doubles up to a minute. Default 5 s; tests shorten it. Other services ignore it.
+	ProvisioningRetryMS int `toml:"provisioning_retry_ms"`
 	// MaxBodyBytes caps request bodies (upstream has no limit; ours defaults to 1 MiB).
 	MaxBodyBytes int64 `toml:"max_body_bytes"`
 }

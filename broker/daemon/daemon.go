@@ -53,6 +53,20 @@ type PolicyRunning interface {
 	Policy() (*policy.Engine, broker.Settings)
 }
 
+// Starter is implemented by a Running with start-up work that needs the other services
+// serving (identityd's provisioning asks keyd): Run calls Start once every socket
+// answers and before "ready". When the unit is the process's only service a Start error
+// ends the process (systemd restarts it, as upstream); when it shares the process, the
+// error is logged, the service keeps serving, and Start is retried after StartRetry,
+// doubling up to a minute, until it succeeds.
+type Starter interface {
+	Start(ctx context.Context) error
+	StartRetry() time.Duration
+}
+
+// maxStartRetry caps the wait between Start retries.
+const maxStartRetry = time.Minute
+
 // Run starts every unit, prints "ready" to ready (if not nil) once each socket answers,
 // and serves until ctx ends.
 func Run(ctx context.Context, units []Unit, log *slog.Logger, ready func()) error {
@@ -131,6 +145,30 @@ func Run(ctx context.Context, units []Unit, log *slog.Logger, ready func()) erro
 			return fmt.Errorf("%s does not answer: %w", s.unit.Name, err)
 		}
 	}
+	for _, s := range all {
+		st, ok := s.svc.(Starter)
+		if !ok {
+			continue
+		}
+		ulog := log.With("service", s.unit.Name)
+		err := st.Start(ctx)
+		if err == nil {
+			continue
+		}
+		if len(all) == 1 {
+			cancel()
+			wg.Wait()
+			closeAll()
+			return fmt.Errorf("start %s: %w", s.unit.Name, err)
+		}
+		wait := st.StartRetry()
+		ulog.Error("start-up failed; serving meanwhile and retrying", "err", err, "retry_in", wait)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			retryStart(ctx, st, wait, ulog)
+		}()
+	}
 	if ready != nil {
 		ready()
 	}
@@ -143,6 +181,30 @@ func Run(ctx context.Context, units []Unit, log *slog.Logger, ready func()) erro
 	wg.Wait()
 	closeAll()
 	return err
+}
+
+// retryStart calls Start after wait, doubling the wait after each failure, until it
+// succeeds or ctx ends.
+func retryStart(ctx context.Context, st Starter, wait time.Duration, log *slog.Logger) {
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		err := st.Start(ctx)
+		if err == nil {
+			log.Info("start-up retry succeeded")
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		wait = min(2*wait, maxStartRetry)
+		log.Error("start-up retry failed", "err", err, "retry_in", wait)
+	}
 }
 
 // waitAnswer sends a request that every service answers (400 for a missing api-version)

@@ -1,6 +1,6 @@
-// Command aziotd is the broker's one daemon binary. Called as aziot-keyd or aziot-certd
-// (a symlink, as upstream's packages install them) it runs that service; `aziotd dev`
-// runs every service in one process as the current user, for the demo and the tests.
+// Command aziotd is the broker's one daemon binary. Called as aziot-keyd, aziot-certd or
+// aziot-identityd (a symlink, as upstream's packages install them) it runs that service;
+// `aziotd dev` runs every service in one process as the current user, for the demo and the tests.
 package main
 
 import (
@@ -62,11 +62,11 @@ func run(ctx context.Context, argv0 string, args []string) error {
 	}
 	root := &cobra.Command{
 		Use:           "aziotd",
-		Short:         "The aziot broker daemon (keyd, certd); run as aziot-<service> or use a subcommand",
+		Short:         "The aziot broker daemon (keyd, certd, identityd); run as aziot-<service> or use a subcommand",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	for _, name := range []string{"keyd", "certd"} {
+	for _, name := range []string{"keyd", "certd", "identityd"} {
 		name := name
 		root.AddCommand(&cobra.Command{
 			Use:   name,
@@ -85,14 +85,18 @@ func run(ctx context.Context, argv0 string, args []string) error {
 	dev := &cobra.Command{
 		Use:   "dev",
 		Short: "Run every service in this process as the current user under --state-dir",
-		Long: `Runs keyd and certd in one process with user-space paths:
+		Long: `Runs keyd, certd and identityd in one process with user-space paths:
   sockets    DIR/run/<svc>.sock
   configs    DIR/etc/<svc>/config.toml (defaults written when absent) + DIR/etc/<svc>/config.d/*.toml
   homedirs   DIR/lib/<svc>
   policies   DIR/etc/policy.d
 The default configs give the current user every key and cert, keep upstream's
 max_requests = 10 per user, and re-read changed configs after 1 s (upstream: 10 s).
-Prints "ready" once every socket answers.`,
+identityd's default config has provisioning source "none"; a config.d file's
+[provisioning] replaces it. A failed start-up provisioning is retried with back-off
+([broker] provisioning_retry_ms) while identityd answers "device identity not found".
+Prints "ready" once every socket answers and identityd's start-up provisioning and
+reconciliation finished or failed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if stateDir == "" {

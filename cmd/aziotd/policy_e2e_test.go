@@ -214,6 +214,7 @@ func startPolicyDaemon(t *testing.T, keydExtra, certdExtra string) *policyEnv {
 		}
 		testenv.WriteConfig(t, dir, svc, "60-policy.toml", fmt.Sprintf("%s\n[broker]\ndecision_log = %q\n", extra, filepath.Join(dir, "log", svc+"-decisions.log")))
 	}
+	testenv.WriteConfig(t, dir, "identityd", "60-policy.toml", fmt.Sprintf("[broker]\ndecision_log = %q\n", filepath.Join(dir, "log", "identityd-decisions.log")))
 	return &policyEnv{dir: dir, d: testenv.StartDev(t, dir)}
 }
 
@@ -1148,7 +1149,7 @@ func TestPolicyBundles(t *testing.T) {
 	poll := fmt.Sprintf("[broker.policy_bundle_service]\nurl = %q\nmin_delay_seconds = 0.2\nmax_delay_seconds = 0.4\n", srv.URL+"/bundles/fleet.tar.gz")
 	e := startPolicyDaemon(t, "[[principal]]\nuid = 1001\nkeys = [\"dev-*\"]\n", "")
 	// Trusted keys are read at start: write them, then restart.
-	for _, svc := range []string{"keyd", "certd"} {
+	for _, svc := range []string{"keyd", "certd", "identityd"} {
 		testenv.WriteConfig(t, e.dir, svc, "70-bundles.toml", trust+poll)
 	}
 	e.d.Restart()
@@ -1211,7 +1212,7 @@ func TestPolicyBundles(t *testing.T) {
 			t.Errorf("bundle rule not in force: %v", r)
 		}
 		code, out = e.ctl(t, "policy", "status")
-		if code != 0 || strings.Count(out, "revision in force: 10") != 2 || !strings.Contains(out, "signed by ops") {
+		if code != 0 || strings.Count(out, "revision in force: 10") != 3 || !strings.Contains(out, "signed by ops") {
 			t.Fatalf("status: %d %s", code, out)
 		}
 	})

@@ -136,7 +136,7 @@ func (d *Daemon) start(env ...string) {
 	case <-time.After(30 * time.Second):
 		d.t.Fatalf("aziotd not ready after 30s:\n%s", d.stderr.String())
 	}
-	for _, svc := range []string{"keyd", "certd"} {
+	for _, svc := range []string{"keyd", "certd", "identityd"} {
 		os.Chmod(d.Socket(svc), 0o666)
 	}
 }
