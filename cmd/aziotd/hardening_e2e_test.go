@@ -17,6 +17,7 @@ import (
 
 	"github.com/iotbroker/aziot/broker"
 	"github.com/iotbroker/aziot/broker/certd"
+	"github.com/iotbroker/aziot/broker/identityd"
 	"github.com/iotbroker/aziot/broker/keyd"
 	"github.com/iotbroker/aziot/internal/testenv"
 	"github.com/iotbroker/aziot/policy"
@@ -26,7 +27,7 @@ import (
 
 const denyAllPolicy = "package aziot.authz\nimport rego.v1\ndeny contains \"deny-all\" if true\n"
 
-// routeTable builds keyd and certd as the daemon does and lists their routes, so the
+// routeTable builds keyd, certd and identityd as the daemon does and lists their routes, so the
 // walk below covers every route the services declare, including ones added later.
 func routeTable(t *testing.T) map[string][]broker.Route {
 	t.Helper()
@@ -41,7 +42,15 @@ func routeTable(t *testing.T) map[string][]broker.Route {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	return map[string][]broker.Route{"keyd": k.HTTP.Routes, "certd": c.HTTP.Routes}
+	icfg := identityd.DefaultConfig()
+	icfg.Hostname, icfg.Homedir = "h", filepath.Join(dir, "identityd")
+	icfg.Provisioning = &identityd.Provisioning{Source: "none"}
+	i, err := identityd.New(&icfg, identityd.Options{Decider: allow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer i.Close()
+	return map[string][]broker.Route{"keyd": k.HTTP.Routes, "certd": c.HTTP.Routes, "identityd": i.HTTP.Routes}
 }
 
 // Every route of every service is decided by the policy: under a deny-all policy each
@@ -92,9 +101,21 @@ func TestEveryRouteIsDecided(t *testing.T) {
 			"PUT /certificates/{certId}":    {"/certificates/c", `{"pem":"x"}`, 401, certDenied("c"), "certd.cert.import"},
 			"DELETE /certificates/{certId}": {"/certificates/c", "", 401, certDenied("c"), "certd.cert.delete"},
 		},
+		"identityd": {
+			"GET /identities/modules":               {"/identities/modules", "", 401, "authorization error", "identityd.module.list"},
+			"POST /identities/modules":              {"/identities/modules", `{"type":"aziot","moduleId":"m"}`, 401, "authorization error", "identityd.module.create"},
+			"GET /identities/identity":              {"/identities/identity", "", 401, "authorization error", "identityd.device.get"},
+			"POST /identities/device":               {"/identities/device", `{"type":"aziot"}`, 401, "authorization error", "identityd.device.get"},
+			"GET /identities/provisioning":          {"/identities/provisioning", "", 401, "authorization error", "identityd.provisioning.get"},
+			"GET /trust-bundle":                     {"/trust-bundle", "", 401, "authorization error", "identityd.trust_bundle.get"},
+			"GET /identities/modules/{moduleId}":    {"/identities/modules/m", "", 401, "authorization error", "identityd.module.get"},
+			"PUT /identities/modules/{moduleId}":    {"/identities/modules/m", "{}", 401, "authorization error", "identityd.module.update"},
+			"DELETE /identities/modules/{moduleId}": {"/identities/modules/m", "", 401, "authorization error", "identityd.module.delete"},
+			"POST /identities/device/reprovision":   {"/identities/device/reprovision", "", 401, "authorization error", "identityd.device.reprovision"},
+		},
 	}
-	sockets := map[string]string{"keyd": keydSock, "certd": certdSock}
-	apis := map[string]string{"keyd": keydAPI, "certd": certdAPI}
+	sockets := map[string]string{"keyd": keydSock, "certd": certdSock, "identityd": e.d.Socket("identityd")}
+	apis := map[string]string{"keyd": keydAPI, "certd": certdAPI, "identityd": identitydAPI}
 	walked := 0
 	for svc, routes := range routeTable(t) {
 		var names []string
@@ -126,7 +147,7 @@ func TestEveryRouteIsDecided(t *testing.T) {
 			walked++
 		}
 	}
-	if walked < 18 {
+	if walked < 28 {
 		t.Fatalf("walked only %d routes", walked)
 	}
 }
