@@ -14,21 +14,10 @@ import (
 // decodeBody parses a JSON body into v and reports errors the way serde_json words them,
 // since upstream sends that text as the 422 message.
 func decodeBody(body []byte, v any) *Error {
-	if fb, ok := v.(FastBody); ok && fb.DecodeFast(body) {
-		if field := missingField(v); field != "" {
-			line, col := position(body, len(body))
-			return Unprocessable(fmt.Sprintf("missing field `%s` at line %d column %d", field, line, col))
-		}
-		return nil
-	}
-	// Valid bodies, the common case, take json.Unmarshal (a third cheaper than a
-	// Decoder); a body it refuses is decoded again below for serde's wording.
-	if json.Unmarshal(body, v) == nil {
-		if field := missingField(v); field != "" {
-			line, col := position(body, len(body))
-			return Unprocessable(fmt.Sprintf("missing field `%s` at line %d column %d", field, line, col))
-		}
-		return nil
+	// The plain form of a FastBody, then valid bodies through json.Unmarshal (a third
+	// cheaper than a Decoder); a body both refuse is decoded again for serde's wording.
+	if fb, ok := v.(FastBody); (ok && fb.DecodeFast(body)) || json.Unmarshal(body, v) == nil {
+		return requireFields(body, v)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
@@ -39,6 +28,11 @@ func decodeBody(body []byte, v any) *Error {
 		line, col := position(body, int(off)+len(body[off:])-len(bytes.TrimLeft(body[off:], " \t\r\n"))+1)
 		return Unprocessable(fmt.Sprintf("trailing characters at line %d column %d", line, col))
 	}
+	return requireFields(body, v)
+}
+
+// requireFields is serde's answer to a decoded body that lacks a required field.
+func requireFields(body []byte, v any) *Error {
 	if field := missingField(v); field != "" {
 		line, col := position(body, len(body))
 		return Unprocessable(fmt.Sprintf("missing field `%s` at line %d column %d", field, line, col))

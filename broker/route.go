@@ -16,8 +16,10 @@ type Route struct {
 	Put        *Handler
 	Delete     *Handler
 
-	// segs is Pattern split once (Service.init), so matching does not re-split it.
-	segs []segment
+	// segs is Pattern split once and minVersion MinVersion's index in the service's
+	// versions (Service.init), so a request does not redo either.
+	segs       []segment
+	minVersion int
 }
 
 type segment struct {

@@ -79,6 +79,9 @@ func (s *Service) init() {
 		for i := range s.Routes {
 			rt := &s.Routes[i]
 			rt.segs = compilePattern(rt.Pattern)
+			if rt.MinVersion != "" {
+				rt.minVersion = slices.Index(s.Versions, rt.MinVersion)
+			}
 			for m, h := range rt.Handlers() {
 				if h.Operation == "" || h.Serve == nil {
 					s.undeclared[h] = m + " " + rt.Pattern
@@ -462,7 +465,7 @@ func (s *Service) handle(w http.ResponseWriter, hr *http.Request, req *Request) 
 	var route *Route
 	for i := range s.Routes {
 		rt := &s.Routes[i]
-		if rt.MinVersion != "" && vi < slices.Index(s.Versions, rt.MinVersion) {
+		if vi < rt.minVersion {
 			continue
 		}
 		if params, ok := rt.match(rawPath); ok {
