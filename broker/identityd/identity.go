@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/iotbroker/aziot/broker"
@@ -317,22 +318,32 @@ func (s *Service) getModule(r *broker.Request) (broker.Reply, error) {
 // then it answers as upstream does when the module is not a local principal, and 500 (as
 // upstream without [localid]) otherwise.
 func (s *Service) localIdentity(id string) error {
-	cfg := s.config()
-	for _, p := range cfg.Principals {
-		if p.Name == id && p.IDType != nil && containsStr(p.IDType, "local") {
-			return internal("local identity for %q: local identity issuance is not implemented", id)
-		}
+	if s.isLocalPrincipal(id) {
+		return internal("local identity for %q: local identity issuance is not implemented", id)
 	}
 	return broker.InvalidParameter("moduleId", fmt.Sprintf("local identity for %s doesn't exist", id))
 }
 
-func containsStr(l []string, v string) bool {
-	for _, x := range l {
-		if x == v {
+// isLocalPrincipal reports whether a principal named id has idtype local.
+func (s *Service) isLocalPrincipal(id string) bool {
+	for _, p := range s.config().Principals {
+		if p.Name == id && slices.Contains(p.IDType, "local") {
 			return true
 		}
 	}
 	return false
+}
+
+// moduleDevice is what the module create, update and delete routes check first, under
+// s.mu: a provisioned device, then a valid module ID.
+func (s *Service) moduleDevice(id string) (*DeviceRecord, error) {
+	if s.device == nil {
+		return nil, errDeviceNotFound
+	}
+	if err := checkModuleID(id); err != nil {
+		return nil, err
+	}
+	return s.device, nil
 }
 
 func (s *Service) moduleIdentityLocked(ctx context.Context, id string) (*Identity, error) {
@@ -384,10 +395,8 @@ func (s *Service) createModule(r *broker.Request) (broker.Reply, error) {
 	switch *b.Type {
 	case "aziot":
 	case "local":
-		for _, p := range s.config().Principals {
-			if p.Name == id && containsStr(p.IDType, "local") {
-				return broker.Reply{}, broker.InvalidParameter("moduleId", fmt.Sprintf("local identity for %s already exists", id))
-			}
+		if s.isLocalPrincipal(id) {
+			return broker.Reply{}, broker.InvalidParameter("moduleId", fmt.Sprintf("local identity for %s already exists", id))
 		}
 		return broker.Reply{}, internal("local identity for %q: local identity issuance is not implemented", id)
 	default:
@@ -395,11 +404,8 @@ func (s *Service) createModule(r *broker.Request) (broker.Reply, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := s.device
-	if d == nil {
-		return broker.Reply{}, errDeviceNotFound
-	}
-	if err := checkModuleID(id); err != nil {
+	d, err := s.moduleDevice(id)
+	if err != nil {
 		return broker.Reply{}, err
 	}
 	m, err := s.createHubModule(r.Context, id, false)
@@ -468,11 +474,8 @@ func (s *Service) updateModule(r *broker.Request) (broker.Reply, error) {
 	id := r.Params["moduleId"]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := s.device
-	if d == nil {
-		return broker.Reply{}, errDeviceNotFound
-	}
-	if err := checkModuleID(id); err != nil {
+	d, err := s.moduleDevice(id)
+	if err != nil {
 		return broker.Reply{}, err
 	}
 	m, err := s.hub.GetModule(r.Context, id)
@@ -497,10 +500,7 @@ func (s *Service) deleteModule(r *broker.Request) (broker.Reply, error) {
 	id := r.Params["moduleId"]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.device == nil {
-		return broker.Reply{}, errDeviceNotFound
-	}
-	if err := checkModuleID(id); err != nil {
+	if _, err := s.moduleDevice(id); err != nil {
 		return broker.Reply{}, err
 	}
 	if err := s.hub.DeleteModule(r.Context, id, ""); err != nil {
