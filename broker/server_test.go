@@ -259,3 +259,10 @@ func (d *onlyID) Decide(_ context.Context, in *authz.Input) (authz.Decision, err
 	d.asked.Add(1)
 	return authz.Decision{Allow: in.Resource["id"] == d.allow}, nil
 }
+
+// count is the number of connections uid holds (tests).
+func (t *throttle) count(uid uint32) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.active[uid])
+}

@@ -83,10 +83,3 @@ func (t *throttle) release(c *conn) {
 		delete(t.active, c.uid)
 	}
 }
-
-// count is the number of connections uid holds (tests).
-func (t *throttle) count(uid uint32) int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.active[uid])
-}

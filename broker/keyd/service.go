@@ -34,8 +34,7 @@ type Service struct {
 	log     *slog.Logger
 	engine  *policy.Engine
 
-	mu       sync.RWMutex
-	patterns map[uint32][]string
+	mu sync.RWMutex
 	// principals is the policy input's caller.principal per uid, built on (re)load so a
 	// request does not build it.
 	principals map[uint32]map[string]any
@@ -67,10 +66,11 @@ func New(cfg *Config, opts Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{keys: ks, handles: &handles{keys: ks}, log: opts.Log}
-	s.setPatterns(principalPatterns(cfg.Principals))
+	patterns := principalPatterns(cfg.Principals)
+	s.setPrincipals(patterns)
 	decider := opts.Decider
 	if decider == nil {
-		s.engine, err = policy.NewEngine(nil, policy.PrincipalData("keyd", s.patterns))
+		s.engine, err = policy.NewEngine(nil, policy.PrincipalData("keyd", patterns))
 		if err != nil {
 			return nil, err
 		}
@@ -101,17 +101,17 @@ func (s *Service) Reload(cfg *Config) error {
 			return err
 		}
 	}
-	s.setPatterns(patterns)
+	s.setPrincipals(patterns)
 	return nil
 }
 
-func (s *Service) setPatterns(patterns map[uint32][]string) {
+func (s *Service) setPrincipals(patterns map[uint32][]string) {
 	principals := make(map[uint32]map[string]any, len(patterns))
 	for uid, p := range patterns {
 		principals[uid] = map[string]any{"keys": p}
 	}
 	s.mu.Lock()
-	s.patterns, s.principals = patterns, principals
+	s.principals = principals
 	s.mu.Unlock()
 }
 
